@@ -1,0 +1,259 @@
+// Package activities does a release's I/O: each method is one idempotent step over a
+// client from internal/ ("ensure traffic is X"), with its errors classified as
+// retryable or not, so the workflow's retry policies do the right thing.
+package activities
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/temporal"
+
+	"github.com/mlrelease/mlrelease/internal/analysis"
+	"github.com/mlrelease/mlrelease/internal/deploy"
+	"github.com/mlrelease/mlrelease/internal/notify"
+	"github.com/mlrelease/mlrelease/internal/plan"
+	"github.com/mlrelease/mlrelease/internal/registry"
+	"github.com/mlrelease/mlrelease/internal/scoring"
+)
+
+// Error types that retrying cannot fix; the workflow fails the stage at once.
+const (
+	ErrTypeNotFound      = "NotFound"
+	ErrTypeInvalid       = "Invalid"
+	ErrTypeQueryRejected = "QueryRejected"
+)
+
+// MetricSource reads one number from a metrics backend (Prometheus).
+type MetricSource interface {
+	// Value returns nil for no data, an error wrapping analysis.ErrQueryRejected for a
+	// query the backend refuses, and other errors when it cannot be reached.
+	Value(ctx context.Context, query string, at time.Time) (*float64, error)
+}
+
+// Activities holds the clients every activity uses.
+type Activities struct {
+	Registry registry.Registry
+	Deployer deploy.Deployer
+	Metrics  MetricSource
+	Scoring  *scoring.Client
+	Notifier notify.Notifier
+}
+
+func nonRetryable(errType string, err error) error {
+	return temporal.NewApplicationErrorWithOptions(err.Error(), errType, temporal.ApplicationErrorOptions{NonRetryable: true, Cause: err})
+}
+
+// classify turns a library error into a non-retryable application error where
+// retrying cannot help, and leaves the others retryable.
+func classify(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, registry.ErrNotFound), errors.Is(err, deploy.ErrNotFound):
+		return nonRetryable(ErrTypeNotFound, err)
+	case errors.Is(err, registry.ErrInvalid), errors.Is(err, deploy.ErrInvalid), errors.Is(err, deploy.ErrUnauthorized):
+		return nonRetryable(ErrTypeInvalid, err)
+	case errors.Is(err, analysis.ErrQueryRejected):
+		return nonRetryable(ErrTypeQueryRejected, err)
+	}
+	return err
+}
+
+// ResolveInput names the release's model and candidate version.
+type ResolveInput struct {
+	Model string `json:"model"`
+	// Candidate is a version; empty means the version the `challenger` alias names.
+	Candidate string `json:"candidate"`
+}
+
+// Resolved is the champion and candidate the release works on.
+type Resolved struct {
+	Champion  registry.Version `json:"champion"`
+	Candidate registry.Version `json:"candidate"`
+}
+
+// Resolve looks up the candidate and the current champion in the registry.
+func (a *Activities) Resolve(ctx context.Context, in ResolveInput) (Resolved, error) {
+	champion, err := a.Registry.ResolveAlias(ctx, in.Model, registry.AliasChampion)
+	if err != nil {
+		return Resolved{}, classify(fmt.Errorf("resolve the champion of model %q (set the %q alias on a version first): %w", in.Model, registry.AliasChampion, err))
+	}
+	var candidate registry.Version
+	if in.Candidate == "" {
+		candidate, err = a.Registry.ResolveAlias(ctx, in.Model, registry.AliasChallenger)
+	} else {
+		candidate, err = a.Registry.GetVersion(ctx, in.Model, in.Candidate)
+	}
+	if err != nil {
+		return Resolved{}, classify(fmt.Errorf("resolve candidate version %q of model %q: %w", in.Candidate, in.Model, err))
+	}
+	switch {
+	case candidate.Version == champion.Version:
+		return Resolved{}, nonRetryable(ErrTypeInvalid, fmt.Errorf("candidate version %q of model %q is already the champion", candidate.Version, in.Model))
+	case candidate.Endpoint == "":
+		return Resolved{}, nonRetryable(ErrTypeInvalid, fmt.Errorf("candidate version %q of model %q has no serving endpoint in the registry", candidate.Version, in.Model))
+	case champion.Endpoint == "":
+		return Resolved{}, nonRetryable(ErrTypeInvalid, fmt.Errorf("champion version %q of model %q has no serving endpoint in the registry", champion.Version, in.Model))
+	}
+	return Resolved{Champion: champion, Candidate: candidate}, nil
+}
+
+// NamedQuery is a rendered metric query.
+type NamedQuery struct {
+	Metric string `json:"metric"`
+	Query  string `json:"query"`
+}
+
+// CheckQueries runs every query once, so that a query the metrics backend rejects
+// fails the release before any traffic moves. Empty results are fine here.
+func (a *Activities) CheckQueries(ctx context.Context, queries []NamedQuery) error {
+	now := time.Now()
+	for _, q := range queries {
+		if _, err := a.Metrics.Value(ctx, q.Query, now); err != nil {
+			return classify(fmt.Errorf("metric %s: %w", q.Metric, err))
+		}
+	}
+	return nil
+}
+
+// SetTraffic ensures the data plane routes the model as desired.
+func (a *Activities) SetTraffic(ctx context.Context, t deploy.Traffic) (deploy.Applied, error) {
+	applied, err := a.Deployer.Apply(ctx, t)
+	if err != nil {
+		return deploy.Applied{}, classify(fmt.Errorf("set traffic of model %s to candidate %d%%, shadow %d%%: %w", t.Model, t.CandidateWeight, t.ShadowShare, err))
+	}
+	activity.GetLogger(ctx).Info("traffic applied", "model", t.Model, "candidateWeight", t.CandidateWeight, "shadowShare", t.ShadowShare, "revision", applied.Revision)
+	return applied, nil
+}
+
+// EvaluateInput is a staging evaluation of both versions on one dataset.
+type EvaluateInput struct {
+	Dataset   string `json:"dataset"`
+	Champion  string `json:"champion"`
+	Candidate string `json:"candidate"`
+}
+
+// EvaluateOutput holds the evaluation of both versions.
+type EvaluateOutput struct {
+	Champion  analysis.StagingReport `json:"champion"`
+	Candidate analysis.StagingReport `json:"candidate"`
+}
+
+// EvaluateStaging sends the evaluation set to the candidate and the champion.
+func (a *Activities) EvaluateStaging(ctx context.Context, in EvaluateInput) (EvaluateOutput, error) {
+	ds, err := scoring.LoadCSV(in.Dataset)
+	if err != nil {
+		return EvaluateOutput{}, nonRetryable(ErrTypeInvalid, fmt.Errorf("evaluation set: %w", err))
+	}
+	var out EvaluateOutput
+	activity.RecordHeartbeat(ctx, "candidate")
+	if out.Candidate, err = analysis.EvaluateStaging(ctx, a.Scoring, in.Candidate, ds, analysis.StagingOptions{}); err != nil {
+		return EvaluateOutput{}, fmt.Errorf("evaluate candidate at %s: %w", in.Candidate, err)
+	}
+	activity.RecordHeartbeat(ctx, "champion")
+	if out.Champion, err = analysis.EvaluateStaging(ctx, a.Scoring, in.Champion, ds, analysis.StagingOptions{}); err != nil {
+		return EvaluateOutput{}, fmt.Errorf("evaluate champion at %s: %w", in.Champion, err)
+	}
+	return out, nil
+}
+
+// AnalyzeInput is one round of measurements of a model's candidate against its
+// champion.
+type AnalyzeInput struct {
+	Model     string        `json:"model"`
+	Champion  string        `json:"champion"`
+	Candidate string        `json:"candidate"`
+	Interval  plan.Duration `json:"interval"`
+	Metrics   []plan.Metric `json:"metrics"`
+}
+
+// Analyze measures every metric once for the candidate (and the champion, as
+// evidence) and judges it. A backend that cannot be reached gives an Error verdict,
+// not a failed metric; the stage's tally limits those.
+func (a *Activities) Analyze(ctx context.Context, in AnalyzeInput) ([]analysis.Measurement, error) {
+	now := time.Now().UTC()
+	window := plan.PromDuration(in.Interval.D())
+	out := make([]analysis.Measurement, 0, len(in.Metrics))
+	for _, m := range in.Metrics {
+		q, err := plan.Render(m.Query, plan.QueryVars{Model: in.Model, Variant: deploy.Candidate, Version: in.Candidate, Interval: window})
+		if err != nil {
+			return nil, nonRetryable(ErrTypeInvalid, fmt.Errorf("metric %s: %w", m.Name, err))
+		}
+		bq, err := plan.Render(m.Query, plan.QueryVars{Model: in.Model, Variant: deploy.Champion, Version: in.Champion, Interval: window})
+		if err != nil {
+			return nil, nonRetryable(ErrTypeInvalid, fmt.Errorf("metric %s: %w", m.Name, err))
+		}
+		meas := analysis.Measurement{Metric: m.Name, Judge: m.Judge, Query: q, BaselineQuery: bq, At: now}
+		v, err := a.Metrics.Value(ctx, q, now)
+		switch {
+		case errors.Is(err, analysis.ErrQueryRejected):
+			return nil, classify(fmt.Errorf("metric %s: %w", m.Name, err))
+		case err != nil:
+			meas.Verdict, meas.Message = analysis.Error, err.Error()
+		default:
+			meas.Value = v
+			meas.Verdict, meas.Message = analysis.JudgeThreshold(m, v)
+			if b, err := a.Metrics.Value(ctx, bq, now); err == nil {
+				meas.Baseline = b
+			}
+		}
+		out = append(out, meas)
+	}
+	return out, nil
+}
+
+// RegistryChange is one idempotent write to the registry: tags and aliases on a
+// version, and an audit event.
+type RegistryChange struct {
+	Model   string `json:"model"`
+	Version string `json:"version"`
+	// SetAliases point these aliases at Version; DeleteAliases remove these aliases.
+	SetAliases    []string          `json:"setAliases,omitempty"`
+	DeleteAliases []string          `json:"deleteAliases,omitempty"`
+	Tags          map[string]string `json:"tags,omitempty"`
+	// Event, when its Kind is set, is recorded once however often the activity runs.
+	Event registry.Event `json:"event"`
+}
+
+// ChangeRegistry applies c.
+func (a *Activities) ChangeRegistry(ctx context.Context, c RegistryChange) error {
+	for _, alias := range c.DeleteAliases {
+		if err := a.Registry.DeleteAlias(ctx, c.Model, alias); err != nil {
+			return classify(fmt.Errorf("delete alias %s of model %s: %w", alias, c.Model, err))
+		}
+	}
+	for _, alias := range c.SetAliases {
+		if err := a.Registry.SetAlias(ctx, c.Model, alias, c.Version); err != nil {
+			return classify(fmt.Errorf("set alias %s of model %s to version %s: %w", alias, c.Model, c.Version, err))
+		}
+	}
+	if len(c.Tags) > 0 {
+		if err := a.Registry.SetTags(ctx, c.Model, c.Version, c.Tags); err != nil {
+			return classify(fmt.Errorf("tag version %s of model %s: %w", c.Version, c.Model, err))
+		}
+	}
+	if c.Event.Kind != "" {
+		e := c.Event
+		info := activity.GetInfo(ctx)
+		// The activity ID is the same on every retry of this call and unique within
+		// the run, so a retried write records the event once.
+		e.Key = info.WorkflowExecution.ID + "/" + info.WorkflowExecution.RunID + "/" + info.ActivityID
+		e.Model, e.Version, e.ReleaseID = c.Model, c.Version, info.WorkflowExecution.ID
+		if e.At.IsZero() {
+			e.At = time.Now().UTC()
+		}
+		if err := a.Registry.RecordEvent(ctx, e); err != nil {
+			return classify(fmt.Errorf("record %s event for model %s: %w", e.Kind, c.Model, err))
+		}
+	}
+	return nil
+}
+
+// Notify tells people about the release. Best-effort: the workflow ignores its errors.
+func (a *Activities) Notify(ctx context.Context, m notify.Message) error {
+	return a.Notifier.Notify(ctx, m)
+}

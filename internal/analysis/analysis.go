@@ -1,0 +1,163 @@
+// Package analysis judges a release from evidence: metric measurements from
+// Prometheus, staging evaluations, shadow comparisons. Every judgement carries the
+// evidence it used, and missing data is never a pass.
+package analysis
+
+import (
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/mlrelease/mlrelease/internal/plan"
+)
+
+// Verdict is a judgement of one measurement, gate or stage.
+type Verdict string
+
+const (
+	Pass Verdict = "pass"
+	Fail Verdict = "fail"
+	// Hold is inconclusive: no data yet, or not enough.
+	Hold Verdict = "hold"
+	// Error means the metric provider failed; it is not a metric failure.
+	Error Verdict = "error"
+)
+
+// Measurement is one metric measured once, with its evidence.
+type Measurement struct {
+	Metric  string   `json:"metric"`
+	Judge   string   `json:"judge"`
+	Verdict Verdict  `json:"verdict"`
+	Value   *float64 `json:"value,omitempty"`
+	// Baseline is the same query for the champion, for comparison.
+	Baseline      *float64  `json:"baseline,omitempty"`
+	Query         string    `json:"query"`
+	BaselineQuery string    `json:"baselineQuery,omitempty"`
+	Message       string    `json:"message"`
+	At            time.Time `json:"at"`
+}
+
+// JudgeThreshold judges a candidate value against the metric's bounds. A nil or NaN
+// value is no data, judged by the metric's no-data policy.
+func JudgeThreshold(m plan.Metric, v *float64) (Verdict, string) {
+	if v == nil || math.IsNaN(*v) {
+		if m.NoData == plan.NoDataFail {
+			return Fail, "no data (policy: fail)"
+		}
+		return Hold, "no data (policy: hold)"
+	}
+	if m.Min != nil && *v < *m.Min {
+		return Fail, fmt.Sprintf("%.4g is below min %.4g", *v, *m.Min)
+	}
+	if m.Max != nil && *v > *m.Max {
+		return Fail, fmt.Sprintf("%.4g is above max %.4g", *v, *m.Max)
+	}
+	return Pass, fmt.Sprintf("%.4g is within %s", *v, bounds(m))
+}
+
+func bounds(m plan.Metric) string {
+	lo, hi := "-inf", "+inf"
+	if m.Min != nil {
+		lo = fmt.Sprintf("%.4g", *m.Min)
+	}
+	if m.Max != nil {
+		hi = fmt.Sprintf("%.4g", *m.Max)
+	}
+	return "[" + lo + ", " + hi + "]"
+}
+
+// Tally accumulates a stage's measurements, metric by metric, and says when the
+// stage has failed or may end. It is deterministic, so workflows use it directly.
+type Tally struct {
+	Metrics []MetricTally `json:"metrics"`
+}
+
+// MetricTally is one metric's record within a stage.
+type MetricTally struct {
+	Metric            plan.Metric `json:"-"`
+	Name              string      `json:"name"`
+	Measurements      int         `json:"measurements"`
+	Failures          int         `json:"failures"`
+	ConsecutiveErrors int         `json:"consecutiveErrors"`
+	Holds             int         `json:"holds"`
+	Last              Verdict     `json:"last"`
+}
+
+// NewTally starts a stage's tally over the given metrics.
+func NewTally(metrics []plan.Metric) *Tally {
+	t := &Tally{}
+	for _, m := range metrics {
+		t.Metrics = append(t.Metrics, MetricTally{Metric: m, Name: m.Name})
+	}
+	return t
+}
+
+// Add records one round of measurements. It returns a non-empty reason as soon as a
+// metric passes its failure or error limit: the stage has failed.
+func (t *Tally) Add(ms []Measurement) (failure string) {
+	for _, m := range ms {
+		mt := t.find(m.Metric)
+		if mt == nil {
+			continue
+		}
+		mt.Measurements++
+		mt.Last = m.Verdict
+		switch m.Verdict {
+		case Pass, Hold:
+			mt.ConsecutiveErrors = 0
+		case Fail:
+			mt.ConsecutiveErrors = 0
+			mt.Failures++
+			if mt.Failures > mt.Metric.FailureLimit && failure == "" {
+				failure = fmt.Sprintf("metric %s failed %d time(s), limit %d: %s", mt.Name, mt.Failures, mt.Metric.FailureLimit, m.Message)
+			}
+		case Error:
+			mt.ConsecutiveErrors++
+			if mt.ConsecutiveErrors > mt.Metric.ConsecutiveErrorLimit && failure == "" {
+				failure = fmt.Sprintf("metric %s: %d provider errors in a row, limit %d: %s", mt.Name, mt.ConsecutiveErrors, mt.Metric.ConsecutiveErrorLimit, m.Message)
+			}
+		}
+	}
+	return failure
+}
+
+// Conclude is asked when a stage's time is up. Pass when every metric's latest
+// measurement passed. Hold (extend by one interval) while a metric without a passing
+// measurement still has holds left; Fail once it has none: no data is never a pass.
+func (t *Tally) Conclude() (Verdict, string) {
+	verdict, reason := Pass, "every metric passed its latest measurement"
+	for i := range t.Metrics {
+		mt := &t.Metrics[i]
+		if mt.Last == Pass {
+			continue
+		}
+		if mt.Holds >= mt.Metric.MaxHolds {
+			return Fail, fmt.Sprintf("metric %s has no passing measurement after extending the stage %d interval(s) (last: %s)", mt.Name, mt.Holds, lastOr(mt.Last))
+		}
+		verdict, reason = Hold, fmt.Sprintf("metric %s has no passing measurement yet (last: %s); extending", mt.Name, lastOr(mt.Last))
+	}
+	if verdict == Hold {
+		for i := range t.Metrics {
+			if t.Metrics[i].Last != Pass {
+				t.Metrics[i].Holds++
+			}
+		}
+	}
+	return verdict, reason
+}
+
+func lastOr(v Verdict) Verdict {
+	if v == "" {
+		return "none"
+	}
+	return v
+}
+
+func (t *Tally) find(name string) *MetricTally {
+	for i := range t.Metrics {
+		if t.Metrics[i].Name == name {
+			return &t.Metrics[i]
+		}
+	}
+	return nil
+}

@@ -1,0 +1,433 @@
+// Package plan is the release plan: what a release of one model version must pass on
+// its way to production (staging gates, shadow soak, canary steps with analysis,
+// approval, post-promotion watch), read from YAML, defaulted and validated before
+// anything starts.
+package plan
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"text/template"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Judge kinds a metric may name.
+const (
+	// JudgeThreshold checks the candidate's value against min and max (Argo Rollouts style).
+	JudgeThreshold = "threshold"
+)
+
+// No-data policies: what a measurement with no data means. There is no "pass".
+const (
+	// NoDataHold counts the measurement as inconclusive; a bake whose metric has no
+	// data is extended, interval by interval, up to MaxHolds times, then fails.
+	NoDataHold = "hold"
+	// NoDataFail counts the measurement as a failure.
+	NoDataFail = "fail"
+)
+
+// What an approval timeout does.
+const (
+	OnTimeoutRollback = "rollback"
+	// OnTimeoutPromote makes the approval window a veto window: nobody objected in
+	// time, so the release goes on. Only allowed when approval is not required.
+	OnTimeoutPromote = "promote"
+)
+
+// Plan is one release plan. Field names follow the YAML file.
+type Plan struct {
+	// Model is the registered model's name.
+	Model string `yaml:"model" json:"model"`
+	// Candidate is the version to release; the CLI may override it.
+	Candidate     string        `yaml:"candidate" json:"candidate"`
+	Staging       Staging       `yaml:"staging" json:"staging"`
+	Shadow        Shadow        `yaml:"shadow" json:"shadow"`
+	Canary        Canary        `yaml:"canary" json:"canary"`
+	Analysis      Analysis      `yaml:"analysis" json:"analysis"`
+	Approval      Approval      `yaml:"approval" json:"approval"`
+	PostPromotion PostPromotion `yaml:"postPromotion" json:"postPromotion"`
+}
+
+// Staging validates the candidate on an evaluation set before it sees any traffic.
+type Staging struct {
+	// Dataset is the evaluation set (CSV, last column "label") as the worker sees it.
+	// Empty skips staging validation.
+	Dataset string `yaml:"dataset" json:"dataset,omitempty"`
+	// MinAccuracy is the absolute accuracy gate (0..1).
+	MinAccuracy float64 `yaml:"minAccuracy" json:"minAccuracy"`
+	// MaxAccuracyDrop is how far below the champion's accuracy the candidate may be
+	// (0..1). Default 0.02.
+	MaxAccuracyDrop *float64 `yaml:"maxAccuracyDrop" json:"maxAccuracyDrop"`
+	// MaxP99Latency is the candidate's latency gate; zero means none.
+	MaxP99Latency Duration `yaml:"maxP99Latency" json:"maxP99Latency"`
+	// MaxErrorRate is the share of evaluation requests that may fail. Default 0.
+	MaxErrorRate float64 `yaml:"maxErrorRate" json:"maxErrorRate"`
+}
+
+// Shadow mirrors live traffic to the candidate; users get the champion's answers.
+type Shadow struct {
+	// Share is the percentage (1..100) of requests mirrored. Zero skips the shadow soak.
+	Share int `yaml:"share" json:"share"`
+	// Duration is how long the soak lasts.
+	Duration Duration `yaml:"duration" json:"duration"`
+	// Metrics gate the soak; default: the analysis metrics.
+	Metrics []Metric `yaml:"metrics" json:"metrics"`
+}
+
+// Canary shifts live traffic to the candidate step by step.
+type Canary struct {
+	Steps []Step `yaml:"steps" json:"steps"`
+}
+
+// Step sets the candidate's share of live traffic and bakes it.
+type Step struct {
+	// Weight is the candidate's percentage of live traffic, 1..100, strictly rising.
+	Weight int `yaml:"weight" json:"weight"`
+	// Bake is how long the step is analysed before the next one.
+	Bake Duration `yaml:"bake" json:"bake"`
+}
+
+// Analysis says how canary and watch stages are analysed.
+type Analysis struct {
+	// Interval between measurements. Default 1m.
+	Interval Duration `yaml:"interval" json:"interval"`
+	Metrics  []Metric `yaml:"metrics" json:"metrics"`
+}
+
+// Metric is one check, measured every interval.
+type Metric struct {
+	Name string `yaml:"name" json:"name"`
+	// Judge is the judge kind; default "threshold".
+	Judge string `yaml:"judge" json:"judge"`
+	// Query is PromQL with template fields {{.Model}}, {{.Variant}}, {{.Version}} and
+	// {{.Interval}} (the analysis interval as a PromQL duration).
+	Query string `yaml:"query" json:"query"`
+	// Min and Max bound the candidate's value (threshold judge); at least one is set.
+	Min *float64 `yaml:"min" json:"min,omitempty"`
+	Max *float64 `yaml:"max" json:"max,omitempty"`
+	// FailureLimit is how many failed measurements a stage tolerates. Default 0.
+	FailureLimit int `yaml:"failureLimit" json:"failureLimit"`
+	// ConsecutiveErrorLimit is how many provider errors in a row (Prometheus
+	// unreachable) a stage tolerates; they are not metric failures. Default 4.
+	ConsecutiveErrorLimit int `yaml:"consecutiveErrorLimit" json:"consecutiveErrorLimit"`
+	// NoData is the no-data policy: "hold" (default) or "fail".
+	NoData string `yaml:"noData" json:"noData"`
+	// MaxHolds is how many intervals a bake may be extended while this metric has
+	// no data (policy "hold"). Default 3.
+	MaxHolds int `yaml:"maxHolds" json:"maxHolds"`
+}
+
+// Approval is the human decision before promotion.
+type Approval struct {
+	// Required makes promotion wait for an allowed approver's approval.
+	Required bool `yaml:"required" json:"required"`
+	// Approvers may approve or reject; empty means anyone (only when not required).
+	Approvers []string `yaml:"approvers" json:"approvers"`
+	// Timeout is how long to wait for a decision: default 24h when required. When not
+	// required, a positive timeout opens a veto window and zero skips the stage.
+	Timeout Duration `yaml:"timeout" json:"timeout"`
+	// OnTimeout is "rollback" (default when required) or "promote" (default, and only
+	// allowed, when not required).
+	OnTimeout string `yaml:"onTimeout" json:"onTimeout"`
+}
+
+// Waits reports whether the release stops for a human decision before promotion.
+func (a Approval) Waits() bool { return a.Required || a.Timeout > 0 }
+
+// Allows reports whether who may approve or reject.
+func (a Approval) Allows(who string) bool {
+	if len(a.Approvers) == 0 {
+		return !a.Required && who != ""
+	}
+	for _, w := range a.Approvers {
+		if w == who {
+			return true
+		}
+	}
+	return false
+}
+
+// PostPromotion watches the new champion with the old one kept warm.
+type PostPromotion struct {
+	// Watch is how long; zero skips the watch.
+	Watch Duration `yaml:"watch" json:"watch"`
+	// Metrics default to the analysis metrics.
+	Metrics []Metric `yaml:"metrics" json:"metrics"`
+}
+
+// Load reads, defaults and validates a plan file.
+func Load(path string) (*Plan, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read plan: %w", err)
+	}
+	p, err := Parse(b)
+	if err != nil {
+		return nil, fmt.Errorf("plan %s: %w", path, err)
+	}
+	return p, nil
+}
+
+// Parse decodes YAML strictly (an unknown field is an error), applies defaults and
+// validates.
+func Parse(b []byte) (*Plan, error) {
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	var p Plan
+	if err := dec.Decode(&p); err != nil {
+		return nil, fmt.Errorf("decode: %w", err)
+	}
+	p.Default()
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	return &p, nil
+}
+
+// Default fills every optional field that is unset.
+func (p *Plan) Default() {
+	if p.Staging.MaxAccuracyDrop == nil {
+		d := 0.02
+		p.Staging.MaxAccuracyDrop = &d
+	}
+	if p.Analysis.Interval == 0 {
+		p.Analysis.Interval = Duration(time.Minute)
+	}
+	if len(p.Canary.Steps) == 0 {
+		p.Canary.Steps = []Step{{Weight: 10, Bake: Duration(5 * time.Minute)}, {Weight: 50, Bake: Duration(5 * time.Minute)}}
+	}
+	for i := range p.Analysis.Metrics {
+		p.Analysis.Metrics[i].defaults()
+	}
+	if len(p.Shadow.Metrics) == 0 {
+		p.Shadow.Metrics = p.Analysis.Metrics
+	}
+	for i := range p.Shadow.Metrics {
+		p.Shadow.Metrics[i].defaults()
+	}
+	if len(p.PostPromotion.Metrics) == 0 {
+		p.PostPromotion.Metrics = p.Analysis.Metrics
+	}
+	for i := range p.PostPromotion.Metrics {
+		p.PostPromotion.Metrics[i].defaults()
+	}
+	// A required approval waits a day by default and rolls back when nobody decides.
+	// An optional one with a timeout is a veto window: silence means go on.
+	if p.Approval.Required && p.Approval.Timeout == 0 {
+		p.Approval.Timeout = Duration(24 * time.Hour)
+	}
+	if p.Approval.OnTimeout == "" {
+		p.Approval.OnTimeout = OnTimeoutRollback
+		if !p.Approval.Required {
+			p.Approval.OnTimeout = OnTimeoutPromote
+		}
+	}
+}
+
+func (m *Metric) defaults() {
+	if m.Judge == "" {
+		m.Judge = JudgeThreshold
+	}
+	if m.ConsecutiveErrorLimit == 0 {
+		m.ConsecutiveErrorLimit = 4
+	}
+	if m.NoData == "" {
+		m.NoData = NoDataHold
+	}
+	if m.MaxHolds == 0 {
+		m.MaxHolds = 3
+	}
+}
+
+// Validate reports every problem, each naming the field and its value.
+func (p *Plan) Validate() error {
+	var errs []error
+	bad := func(field string, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: "+format, append([]any{field}, args...)...))
+	}
+	if !validName(p.Model) {
+		bad("model", "%q must be non-empty letters, digits, '.', '_' or '-'", p.Model)
+	}
+	if p.Candidate != "" && !validName(p.Candidate) {
+		bad("candidate", "%q must be letters, digits, '.', '_' or '-'", p.Candidate)
+	}
+
+	s := p.Staging
+	if s.MinAccuracy < 0 || s.MinAccuracy > 1 {
+		bad("staging.minAccuracy", "%v is outside 0..1", s.MinAccuracy)
+	}
+	if s.MaxAccuracyDrop != nil && (*s.MaxAccuracyDrop < 0 || *s.MaxAccuracyDrop > 1) {
+		bad("staging.maxAccuracyDrop", "%v is outside 0..1", *s.MaxAccuracyDrop)
+	}
+	if s.MaxP99Latency < 0 {
+		bad("staging.maxP99Latency", "%s must not be negative", s.MaxP99Latency)
+	}
+	if s.MaxErrorRate < 0 || s.MaxErrorRate > 1 {
+		bad("staging.maxErrorRate", "%v is outside 0..1", s.MaxErrorRate)
+	}
+
+	if p.Shadow.Share < 0 || p.Shadow.Share > 100 {
+		bad("shadow.share", "%d is outside 0..100", p.Shadow.Share)
+	}
+	if p.Shadow.Share > 0 && p.Shadow.Duration <= 0 {
+		bad("shadow.duration", "%s must be positive when shadow.share is %d", p.Shadow.Duration, p.Shadow.Share)
+	}
+	if p.Shadow.Duration < 0 {
+		bad("shadow.duration", "%s must not be negative", p.Shadow.Duration)
+	}
+
+	prev := 0
+	for i, st := range p.Canary.Steps {
+		f := fmt.Sprintf("canary.steps[%d]", i)
+		switch {
+		case st.Weight < 1 || st.Weight > 100:
+			bad(f+".weight", "%d is outside 1..100", st.Weight)
+		case st.Weight <= prev:
+			bad(f+".weight", "%d does not rise above the previous step's %d", st.Weight, prev)
+		}
+		if st.Weight > prev {
+			prev = st.Weight
+		}
+		if st.Bake <= 0 {
+			bad(f+".bake", "%s must be positive", st.Bake)
+		}
+	}
+
+	if p.Analysis.Interval <= 0 {
+		bad("analysis.interval", "%s must be positive", p.Analysis.Interval)
+	}
+	if len(p.Analysis.Metrics) == 0 {
+		bad("analysis.metrics", "is empty: a canary needs at least one metric to judge it")
+	}
+	for _, set := range []struct {
+		field   string
+		metrics []Metric
+	}{{"analysis.metrics", p.Analysis.Metrics}, {"shadow.metrics", p.Shadow.Metrics}, {"postPromotion.metrics", p.PostPromotion.Metrics}} {
+		names := map[string]bool{}
+		for i, m := range set.metrics {
+			f := fmt.Sprintf("%s[%d]", set.field, i)
+			if m.Name == "" {
+				bad(f+".name", "is empty")
+			} else if names[m.Name] {
+				bad(f+".name", "%q is used twice", m.Name)
+			}
+			names[m.Name] = true
+			errs = append(errs, m.validate(f)...)
+		}
+	}
+
+	a := p.Approval
+	if a.Required && len(a.Approvers) == 0 {
+		bad("approval.approvers", "is empty but approval.required is true")
+	}
+	for i, who := range a.Approvers {
+		if strings.TrimSpace(who) == "" {
+			bad(fmt.Sprintf("approval.approvers[%d]", i), "is empty")
+		}
+	}
+	if a.Timeout < 0 {
+		bad("approval.timeout", "%s must not be negative", a.Timeout)
+	}
+	switch a.OnTimeout {
+	case OnTimeoutRollback:
+	case OnTimeoutPromote:
+		if a.Required {
+			bad("approval.onTimeout", "%q is not allowed when approval.required is true: promotion needs an approver", a.OnTimeout)
+		}
+	default:
+		bad("approval.onTimeout", "%q is not one of %q, %q", a.OnTimeout, OnTimeoutRollback, OnTimeoutPromote)
+	}
+
+	if p.PostPromotion.Watch < 0 {
+		bad("postPromotion.watch", "%s must not be negative", p.PostPromotion.Watch)
+	}
+	return errors.Join(errs...)
+}
+
+func (m Metric) validate(f string) []error {
+	var errs []error
+	bad := func(field string, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s.%s: "+format, append([]any{f, field}, args...)...))
+	}
+	switch m.Judge {
+	case JudgeThreshold:
+		if m.Min == nil && m.Max == nil {
+			bad("max", "is missing: a threshold judge needs min, max or both")
+		}
+		if m.Min != nil && m.Max != nil && *m.Min > *m.Max {
+			bad("min", "%v is above max %v", *m.Min, *m.Max)
+		}
+	default:
+		bad("judge", "%q is not a known judge (known: %q)", m.Judge, JudgeThreshold)
+	}
+	if strings.TrimSpace(m.Query) == "" {
+		bad("query", "is empty")
+	} else if _, err := Render(m.Query, QueryVars{Model: "m", Variant: "candidate", Version: "1", Interval: "1m"}); err != nil {
+		bad("query", "%v", err)
+	}
+	if m.FailureLimit < 0 {
+		bad("failureLimit", "%d must not be negative", m.FailureLimit)
+	}
+	if m.ConsecutiveErrorLimit < 0 {
+		bad("consecutiveErrorLimit", "%d must not be negative", m.ConsecutiveErrorLimit)
+	}
+	if m.NoData != NoDataHold && m.NoData != NoDataFail {
+		bad("noData", "%q is not one of %q, %q (no data is never a pass)", m.NoData, NoDataHold, NoDataFail)
+	}
+	if m.MaxHolds < 0 {
+		bad("maxHolds", "%d must not be negative", m.MaxHolds)
+	}
+	return errs
+}
+
+func validName(s string) bool {
+	if s == "" || len(s) > 200 {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// QueryVars are the fields a metric query may use.
+type QueryVars struct {
+	Model    string
+	Variant  string
+	Version  string
+	Interval string
+}
+
+// Render fills a query template. An unknown field is an error.
+func Render(query string, v QueryVars) (string, error) {
+	t, err := template.New("query").Option("missingkey=error").Parse(query)
+	if err != nil {
+		return "", fmt.Errorf("template: %w", err)
+	}
+	var b strings.Builder
+	if err := t.Execute(&b, v); err != nil {
+		return "", fmt.Errorf("template: %w", err)
+	}
+	return b.String(), nil
+}
+
+// PromDuration formats d as a PromQL duration ("90s", "5m", "1h").
+func PromDuration(d time.Duration) string {
+	switch {
+	case d%time.Hour == 0:
+		return fmt.Sprintf("%dh", d/time.Hour)
+	case d%time.Minute == 0:
+		return fmt.Sprintf("%dm", d/time.Minute)
+	case d%time.Second == 0:
+		return fmt.Sprintf("%ds", d/time.Second)
+	default:
+		return fmt.Sprintf("%dms", d/time.Millisecond)
+	}
+}

@@ -1,0 +1,245 @@
+// Package stack runs mlrelease's local stack: the Temporal dev server, Prometheus and
+// our own binaries as child processes, each logging to a file, all stopped together.
+// `make run` and the end-to-end tests use it.
+package stack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"go.temporal.io/api/enums/v1"
+
+	"github.com/mlrelease/mlrelease/workflows"
+)
+
+// Find returns the path of a program: bin/NAME under root first, then PATH.
+func Find(root, name string) (string, error) {
+	p := filepath.Join(root, "bin", name)
+	if st, err := os.Stat(p); err == nil && !st.IsDir() {
+		return p, nil
+	}
+	if p, err := exec.LookPath(name); err == nil {
+		return p, nil
+	}
+	return "", fmt.Errorf("%s not found in %s or on PATH", name, filepath.Join(root, "bin"))
+}
+
+// Root finds the repository root (the folder with go.mod) from the working directory up.
+func Root() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("no go.mod above the working directory")
+		}
+		dir = parent
+	}
+}
+
+// Stack is a set of child processes stopped together, last started first.
+type Stack struct {
+	// LogDir receives one NAME.log per process.
+	LogDir string
+	mu     sync.Mutex
+	procs  []*Proc
+}
+
+// Proc is one child process.
+type Proc struct {
+	Name string
+	Log  string
+	cmd  *exec.Cmd
+	done chan struct{}
+	err  error
+}
+
+// Start runs a program in its own process group, its output in LogDir/NAME.log.
+func (s *Stack) Start(name, program string, args []string, env ...string) (*Proc, error) {
+	if err := os.MkdirAll(s.LogDir, 0o755); err != nil {
+		return nil, err
+	}
+	logPath := filepath.Join(s.LogDir, name+".log")
+	f, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(program, args...)
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.Env = append(os.Environ(), env...)
+	// Our own group: a Ctrl-C in the terminal reaches us, and we stop children in order.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	p := &Proc{Name: name, Log: logPath, cmd: cmd, done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		f.Close()
+		close(p.done)
+	}()
+	s.mu.Lock()
+	s.procs = append(s.procs, p)
+	s.mu.Unlock()
+	return p, nil
+}
+
+// Exited is closed when the process ends.
+func (p *Proc) Exited() <-chan struct{} { return p.done }
+
+// Err is the process's exit error, once Exited is closed.
+func (p *Proc) Err() error { return p.err }
+
+// Tail returns the end of the process's log, for error messages.
+func (p *Proc) Tail() string {
+	b, _ := os.ReadFile(p.Log)
+	if len(b) > 2000 {
+		b = b[len(b)-2000:]
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// Stop ends the process: SIGTERM to its group, SIGKILL after grace.
+func (p *Proc) Stop(grace time.Duration) {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(grace):
+		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+		<-p.done
+	}
+}
+
+// Stop stops every process, last started first.
+func (s *Stack) Stop() {
+	s.mu.Lock()
+	procs := s.procs
+	s.procs = nil
+	s.mu.Unlock()
+	for i := len(procs) - 1; i >= 0; i-- {
+		procs[i].Stop(10 * time.Second)
+	}
+}
+
+// WaitReady polls url until it answers 200, the process exits, or ctx ends. It is a
+// readiness check with a deadline, not a fixed sleep.
+func WaitReady(ctx context.Context, p *Proc, url string) error {
+	c := &http.Client{Timeout: 2 * time.Second}
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if resp, err := c.Get(url); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s not ready at %s: %w\n%s", p.Name, url, ctx.Err(), p.Tail())
+		case <-p.Exited():
+			return fmt.Errorf("%s exited before it was ready (%v); its log %s ends:\n%s", p.Name, p.Err(), p.Log, p.Tail())
+		case <-tick.C:
+		}
+	}
+}
+
+// WaitPort polls until addr accepts TCP connections.
+func WaitPort(ctx context.Context, p *Proc, addr string) error {
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+			c.Close()
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s not listening on %s: %w\n%s", p.Name, addr, ctx.Err(), p.Tail())
+		case <-p.Exited():
+			return fmt.Errorf("%s exited before listening on %s (%v); its log %s ends:\n%s", p.Name, addr, p.Err(), p.Log, p.Tail())
+		case <-tick.C:
+		}
+	}
+}
+
+// FreePort returns a loopback address with a port free right now.
+func FreePort() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+// InUse reports whether something listens on addr.
+func InUse(addr string) bool {
+	c, err := net.DialTimeout("tcp", addr, 300*time.Millisecond)
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
+}
+
+// TemporalArgs are the dev server's arguments: a persistent database file, the Web
+// UI, and the search attributes releases use.
+func TemporalArgs(dbFile string, port, uiPort int) []string {
+	args := []string{"server", "start-dev", "--db-filename", dbFile, "--ip", "127.0.0.1",
+		"--port", fmt.Sprint(port), "--ui-port", fmt.Sprint(uiPort), "--log-level", "warn"}
+	return append(args, SearchAttributeArgs()...)
+}
+
+// SearchAttributeArgs registers the release search attributes on a dev server.
+func SearchAttributeArgs() []string {
+	var args []string
+	for _, k := range workflows.SearchAttributes {
+		t := "Keyword"
+		if k.GetValueType() == enums.INDEXED_VALUE_TYPE_INT {
+			t = "Int"
+		}
+		args = append(args, "--search-attribute", k.GetName()+"="+t)
+	}
+	return args
+}
+
+// PrometheusConfig is a Prometheus configuration scraping the targets (job name to
+// host:port) every interval.
+func PrometheusConfig(interval time.Duration, targets map[string]string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "global:\n  scrape_interval: %s\n  evaluation_interval: %s\nscrape_configs:\n", interval, interval)
+	for _, job := range slices.Sorted(maps.Keys(targets)) {
+		fmt.Fprintf(&b, "  - job_name: %q\n    static_configs:\n      - targets: [%q]\n", job, targets[job])
+	}
+	return b.String()
+}
+
+// PrometheusArgs runs Prometheus with the config file, its data in dataDir, on listen.
+func PrometheusArgs(configFile, dataDir, listen string) []string {
+	return []string{"--config.file=" + configFile, "--storage.tsdb.path=" + dataDir,
+		"--web.listen-address=" + listen, "--storage.tsdb.retention.time=1d", "--log.level=warn"}
+}

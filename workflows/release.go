@@ -1,0 +1,492 @@
+package workflows
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/workflow"
+
+	"github.com/mlrelease/mlrelease/activities"
+	"github.com/mlrelease/mlrelease/internal/analysis"
+	"github.com/mlrelease/mlrelease/internal/deploy"
+	"github.com/mlrelease/mlrelease/internal/notify"
+	"github.com/mlrelease/mlrelease/internal/plan"
+	"github.com/mlrelease/mlrelease/internal/registry"
+)
+
+// a is only used for its method names: the compiler checks every activity we call.
+var a *activities.Activities
+
+// Registry tags a release writes on the candidate version.
+const (
+	TagRelease  = "mlrelease.release"
+	TagStage    = "mlrelease.stage"
+	TagOutcome  = "mlrelease.outcome"
+	TagReason   = "mlrelease.reason"
+	TagApprover = "mlrelease.approver"
+)
+
+// ReleaseWorkflow releases in.Plan's candidate version of a model: resolve, deploy
+// beside the champion, staging validation, shadow soak, canary steps, approval,
+// promotion with a post-promotion watch. Every other way out (a failed gate or
+// analysis, a rejection, an abort, an approval timeout, an activity that keeps
+// failing, a cancellation) rolls back.
+//
+// Business outcomes (promoted, or rolled back on a verdict or decision) complete the
+// workflow with a Result; an error that forced the rollback fails it, after the
+// rollback, and a cancellation ends it cancelled, after the rollback.
+func ReleaseWorkflow(ctx workflow.Context, in ReleaseInput) (*Result, error) {
+	r := newRelease(ctx, in)
+	if err := r.setHandlers(ctx); err != nil {
+		return nil, err
+	}
+
+	err := r.run(ctx)
+
+	// Step 8, rollback: on a context that survives the workflow's cancellation.
+	if r.status.Stage != StagePromoted {
+		dctx, _ := workflow.NewDisconnectedContext(ctx)
+		if rbErr := r.rollback(dctx, reasonOf(err)); rbErr != nil {
+			return nil, fmt.Errorf("rollback after %q failed: %w", reasonOf(err), rbErr)
+		}
+	}
+	var verdict *verdictError
+	if err != nil && !errors.As(err, &verdict) {
+		return nil, err
+	}
+	return &Result{Outcome: r.status.Outcome, Reason: r.status.Reason, Status: r.status}, nil
+}
+
+// run is the release, stage by stage. It returns nil once promoted.
+func (r *release) run(ctx workflow.Context) error {
+	// Step 1: resolve the candidate and the champion; try every query once.
+	if err := r.resolve(ctx); err != nil {
+		return err
+	}
+	// Step 2: deploy the candidate beside the champion at 0% traffic.
+	if err := r.deploy(ctx); err != nil {
+		return err
+	}
+	// Step 3: validate the candidate on the evaluation set.
+	if err := r.staging(ctx); err != nil {
+		return err
+	}
+	// Step 4: shadow soak: mirrored traffic, users unaffected.
+	if err := r.shadow(ctx); err != nil {
+		return err
+	}
+	// Step 5: canary steps, analysed at every interval.
+	if err := r.canary(ctx); err != nil {
+		return err
+	}
+	// Step 6: wait for a human decision.
+	if err := r.approval(ctx); err != nil {
+		return err
+	}
+	// Step 7: promote, then watch with the old champion kept warm.
+	return r.promote(ctx)
+}
+
+func (r *release) resolve(ctx workflow.Context) error {
+	r.setStage(ctx, StageResolving)
+	var res activities.Resolved
+	in := activities.ResolveInput{Model: r.plan.Model, Candidate: r.plan.Candidate}
+	if err := workflow.ExecuteActivity(r.act(ctx, "resolve champion and candidate"), a.Resolve, in).Get(ctx, &res); err != nil {
+		return err
+	}
+	r.champion, r.candidate = res.Champion, res.Candidate
+	r.status.Champion, r.status.Candidate = res.Champion.Version, res.Candidate.Version
+	r.upsert(ctx, CandidateVersionKey.ValueSet(r.candidate.Version))
+
+	if err := workflow.ExecuteActivity(r.act(ctx, "try every metric query"), a.CheckQueries, r.queries()).Get(ctx, nil); err != nil {
+		return err
+	}
+	return r.record(ctx, activities.RegistryChange{
+		Version:    r.candidate.Version,
+		SetAliases: []string{registry.AliasChallenger},
+		Tags:       map[string]string{TagRelease: r.status.ReleaseID, TagStage: string(StageDeploying)},
+		Event: registry.Event{Kind: "release_started", Actor: r.status.StartedBy,
+			Message: fmt.Sprintf("release of version %s against champion %s started", r.candidate.Version, r.champion.Version)},
+	})
+}
+
+func (r *release) deploy(ctx workflow.Context) error {
+	r.setStage(ctx, StageDeploying)
+	// Marked before the call: a call that timed out may still have applied.
+	r.deployed = true
+	return r.traffic(ctx, 0, 0)
+}
+
+func (r *release) staging(ctx workflow.Context) error {
+	s := r.plan.Staging
+	if s.Dataset == "" {
+		r.status.Gates = append(r.status.Gates, Gate{Name: "staging", Verdict: analysis.Pass, Message: "skipped: the plan names no evaluation set"})
+		return nil
+	}
+	r.setStage(ctx, StageStaging)
+	in := activities.EvaluateInput{Dataset: s.Dataset, Champion: r.champion.Endpoint, Candidate: r.candidate.Endpoint}
+	actx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+		StartToCloseTimeout: 10 * time.Minute,
+		HeartbeatTimeout:    time.Minute,
+		RetryPolicy:         &temporal.RetryPolicy{MaximumAttempts: 3},
+		Summary:             "evaluate candidate and champion on " + s.Dataset,
+	})
+	var out activities.EvaluateOutput
+	if err := workflow.ExecuteActivity(actx, a.EvaluateStaging, in).Get(ctx, &out); err != nil {
+		return err
+	}
+	gates := analysis.JudgeStaging(s, out.Champion, out.Candidate)
+	r.status.Gates = append(r.status.Gates, gates...)
+	r.touch(ctx)
+	evidence := map[string]string{}
+	failed := ""
+	for _, g := range gates {
+		evidence[g.Name] = string(g.Verdict) + ": " + g.Message
+		if g.Verdict != analysis.Pass && failed == "" {
+			failed = fmt.Sprintf("staging gate %s: %s", g.Name, g.Message)
+		}
+	}
+	if failed != "" {
+		return fail(failed)
+	}
+	r.notify(ctx, "staging gates passed", evidence)
+	return r.record(ctx, activities.RegistryChange{Version: r.candidate.Version,
+		Tags:  map[string]string{TagStage: string(StageStaging)},
+		Event: registry.Event{Kind: "staging_passed", Message: "every staging gate passed", Evidence: evidence}})
+}
+
+func (r *release) shadow(ctx workflow.Context) error {
+	sh := r.plan.Shadow
+	if sh.Share == 0 {
+		return nil
+	}
+	r.setStage(ctx, StageShadow)
+	if err := r.traffic(ctx, 0, sh.Share); err != nil {
+		return err
+	}
+	if err := r.bake(ctx, StageShadow, 0, sh.Duration.D(), sh.Metrics); err != nil {
+		return err
+	}
+	r.notify(ctx, fmt.Sprintf("shadow soak passed (%d%% mirrored for %s)", sh.Share, sh.Duration), nil)
+	return nil
+}
+
+func (r *release) canary(ctx workflow.Context) error {
+	r.setStage(ctx, StageCanary)
+	for i, step := range r.plan.Canary.Steps {
+		r.status.Step = i + 1
+		if err := r.traffic(ctx, step.Weight, 0); err != nil {
+			return err
+		}
+		if err := r.bake(ctx, StageCanary, i+1, step.Bake.D(), r.plan.Analysis.Metrics); err != nil {
+			return err
+		}
+		r.notify(ctx, fmt.Sprintf("canary step %d/%d at %d%% passed", i+1, len(r.plan.Canary.Steps), step.Weight), r.lastEvidence())
+	}
+	return nil
+}
+
+func (r *release) approval(ctx workflow.Context) error {
+	ap := r.plan.Approval
+	if !ap.Waits() {
+		return nil
+	}
+	r.setStage(ctx, StageAwaitingApproval)
+	r.notify(ctx, fmt.Sprintf("awaiting approval (timeout %s, then %s)", ap.Timeout, ap.OnTimeout), r.lastEvidence())
+	decided, err := workflow.AwaitWithOptions(ctx, workflow.AwaitOptions{
+		Timeout:      ap.Timeout.D(),
+		TimerOptions: workflow.TimerOptions{Summary: fmt.Sprintf("approval timeout (%s, then %s)", ap.Timeout, ap.OnTimeout)},
+	}, func() bool { return r.approved != nil || r.interrupt != nil })
+	if err != nil {
+		return err
+	}
+	if err := r.check(); err != nil {
+		return err
+	}
+	if decided {
+		return nil
+	}
+	r.status.Decisions = append(r.status.Decisions, Decision{Kind: "approval_timeout", Who: "mlrelease", Channel: "timer",
+		At: workflow.Now(ctx), Comment: fmt.Sprintf("no decision within %s: %s", ap.Timeout, ap.OnTimeout)})
+	// Silence promotes only where approval is not required (rule 3), even if the
+	// plan reached the workflow without validation.
+	if ap.OnTimeout == plan.OnTimeoutPromote && !ap.Required {
+		return nil
+	}
+	return fail(fmt.Sprintf("approval timed out after %s with no decision", ap.Timeout))
+}
+
+func (r *release) promote(ctx workflow.Context) error {
+	r.setStage(ctx, StagePromoting)
+	if err := r.traffic(ctx, 100, 0); err != nil {
+		return err
+	}
+	r.aliasMoved = true // before the call, as with deployed
+	tags := map[string]string{TagStage: string(StagePromoting)}
+	if r.approved != nil {
+		tags[TagApprover] = r.approved.Who
+	}
+	if err := r.record(ctx, activities.RegistryChange{Version: r.candidate.Version,
+		SetAliases: []string{registry.AliasChampion}, DeleteAliases: []string{registry.AliasChallenger}, Tags: tags,
+		Event: registry.Event{Kind: "champion_moved", Actor: r.approverName(),
+			Message: fmt.Sprintf("champion moved from %s to %s", r.champion.Version, r.candidate.Version)}}); err != nil {
+		return err
+	}
+	if w := r.plan.PostPromotion.Watch.D(); w > 0 {
+		r.setStage(ctx, StageWatching)
+		if err := r.bake(ctx, StageWatching, 0, w, r.plan.PostPromotion.Metrics); err != nil {
+			return err
+		}
+	}
+	// The candidate is the champion now: retire the old version's route.
+	ctx = r.compensating(ctx, "retire the old champion's route")
+	final := deploy.Traffic{Model: r.plan.Model, Champion: backend(r.candidate)}
+	if err := workflow.ExecuteActivity(ctx, a.SetTraffic, final).Get(ctx, nil); err != nil {
+		return err
+	}
+	r.status.CandidateWeight, r.status.ShadowShare = 100, 0
+	r.status.Outcome, r.status.Reason = OutcomePromoted, "every gate passed"
+	if r.approved != nil {
+		r.status.Reason += fmt.Sprintf("; approved by %s", r.approved.Who)
+	}
+	r.setStage(ctx, StagePromoted)
+	_ = r.record(ctx, activities.RegistryChange{Version: r.candidate.Version,
+		Tags:  map[string]string{TagStage: string(StagePromoted), TagOutcome: OutcomePromoted, TagReason: r.status.Reason},
+		Event: registry.Event{Kind: "promoted", Actor: r.approverName(), Message: r.status.Reason, Evidence: r.lastEvidence()}})
+	r.notifyWait(ctx, "promoted: "+r.status.Reason)
+	return nil
+}
+
+// rollback restores the champion: candidate traffic 0, mirror off, the champion alias
+// where it was, the candidate marked rolled back with the reason. Each step is
+// idempotent and retried until it succeeds.
+func (r *release) rollback(ctx workflow.Context, reason string) error {
+	r.status.Outcome, r.status.Reason = OutcomeRolledBack, reason
+	r.setStage(ctx, StageRollingBack)
+	if r.deployed {
+		restore := deploy.Traffic{Model: r.plan.Model, Champion: backend(r.champion)}
+		if err := workflow.ExecuteActivity(r.compensating(ctx, "restore the champion's traffic"), a.SetTraffic, restore).Get(ctx, nil); err != nil {
+			return err
+		}
+		r.status.CandidateWeight, r.status.ShadowShare = 0, 0
+	}
+	if r.aliasMoved {
+		if err := r.record(ctx, activities.RegistryChange{Version: r.champion.Version, SetAliases: []string{registry.AliasChampion},
+			Event: registry.Event{Kind: "champion_restored", Message: "champion alias restored to " + r.champion.Version}}); err != nil {
+			return err
+		}
+	}
+	if r.candidate.Version != "" {
+		if err := r.record(ctx, activities.RegistryChange{Version: r.candidate.Version, DeleteAliases: []string{registry.AliasChallenger},
+			Tags:  map[string]string{TagStage: string(StageRolledBack), TagOutcome: OutcomeRolledBack, TagReason: reason},
+			Event: registry.Event{Kind: "rolled_back", Actor: r.interruptedBy(), Message: reason, Evidence: r.lastEvidence()}}); err != nil {
+			return err
+		}
+	}
+	r.setStage(ctx, StageRolledBack)
+	r.notifyWait(ctx, "rolled back: "+reason)
+	return nil
+}
+
+// bake keeps the current traffic for d, measuring the metrics every analysis
+// interval. Any failed analysis fails the stage at once. When d is up the stage ends
+// only when every metric's latest measurement passed and the release is not paused;
+// a metric without data extends the stage up to its hold limit, then fails it.
+func (r *release) bake(ctx workflow.Context, stage Stage, step int, d time.Duration, metrics []plan.Metric) error {
+	tally := analysis.NewTally(metrics)
+	interval := r.plan.Analysis.Interval.D()
+	in := activities.AnalyzeInput{Model: r.plan.Model, Champion: r.champion.Version, Candidate: r.candidate.Version,
+		Interval: r.plan.Analysis.Interval, Metrics: metrics}
+	actx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+		StartToCloseTimeout: 30 * time.Second,
+		RetryPolicy:         &temporal.RetryPolicy{MaximumAttempts: 3},
+		Summary:             fmt.Sprintf("analyse %s at %d%%", stage, r.status.CandidateWeight),
+	})
+	var elapsed time.Duration
+	for {
+		if err := r.wait(ctx, interval, fmt.Sprintf("%s bake: next analysis (%s of %s elapsed)", stage, elapsed, d)); err != nil {
+			return err
+		}
+		elapsed += interval
+		var ms []analysis.Measurement
+		if err := workflow.ExecuteActivity(actx, a.Analyze, in).Get(ctx, &ms); err != nil {
+			return err
+		}
+		r.status.Analyses = append(r.status.Analyses, AnalysisRound{Stage: stage, Step: step, Weight: r.status.CandidateWeight, At: workflow.Now(ctx), Measurements: ms})
+		r.touch(ctx)
+		if reason := tally.Add(ms); reason != "" {
+			return fail(fmt.Sprintf("%s analysis at %d%%: %s", stage, r.status.CandidateWeight, reason))
+		}
+		if err := r.check(); err != nil {
+			return err
+		}
+		if elapsed < d || r.status.Paused {
+			continue
+		}
+		switch v, reason := tally.Conclude(); v {
+		case analysis.Pass:
+			return nil
+		case analysis.Fail:
+			return fail(fmt.Sprintf("%s analysis at %d%%: %s", stage, r.status.CandidateWeight, reason))
+		}
+	}
+}
+
+// traffic ensures the candidate's live weight and shadow share.
+func (r *release) traffic(ctx workflow.Context, weight, shadow int) error {
+	cand := backend(r.candidate)
+	t := deploy.Traffic{Model: r.plan.Model, Champion: backend(r.champion), Candidate: &cand, CandidateWeight: weight, ShadowShare: shadow}
+	summary := fmt.Sprintf("set candidate traffic to %d%%, shadow %d%%", weight, shadow)
+	if err := workflow.ExecuteActivity(r.act(ctx, summary), a.SetTraffic, t).Get(ctx, nil); err != nil {
+		return err
+	}
+	r.status.CandidateWeight, r.status.ShadowShare = weight, shadow
+	r.upsert(ctx, CanaryWeightKey.ValueSet(int64(weight)))
+	r.touch(ctx)
+	return r.check()
+}
+
+// record writes to the registry; it is retried until it succeeds, since a decision
+// must not be lost.
+func (r *release) record(ctx workflow.Context, c activities.RegistryChange) error {
+	c.Model = r.plan.Model
+	summary := "registry: " + c.Event.Kind
+	if c.Event.Kind == "" {
+		summary = "registry: tag " + c.Version
+	}
+	return workflow.ExecuteActivity(r.compensating(ctx, summary), a.ChangeRegistry, c).Get(ctx, nil)
+}
+
+// notify sends a best-effort update without waiting for it.
+func (r *release) notify(ctx workflow.Context, text string, evidence map[string]string) {
+	workflow.ExecuteActivity(r.notifyCtx(ctx), a.Notify, r.message(text, evidence))
+}
+
+// notifyWait sends the final update and waits, so it is not cut off by the workflow's
+// end; its failure is ignored.
+func (r *release) notifyWait(ctx workflow.Context, text string) {
+	_ = workflow.ExecuteActivity(r.notifyCtx(ctx), a.Notify, r.message(text, r.lastEvidence())).Get(ctx, nil)
+}
+
+func (r *release) notifyCtx(ctx workflow.Context) workflow.Context {
+	return workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+		StartToCloseTimeout: 10 * time.Second,
+		RetryPolicy:         &temporal.RetryPolicy{MaximumAttempts: 3},
+		Summary:             "notify",
+	})
+}
+
+func (r *release) message(text string, evidence map[string]string) notify.Message {
+	return notify.Message{ReleaseID: r.status.ReleaseID, Model: r.plan.Model, Champion: r.champion.Version,
+		Candidate: r.candidate.Version, Stage: string(r.status.Stage), Text: text, Evidence: evidence}
+}
+
+// act is the default activity options with a summary for the Web UI.
+func (r *release) act(ctx workflow.Context, summary string) workflow.Context {
+	return workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+		StartToCloseTimeout: time.Minute,
+		RetryPolicy: &temporal.RetryPolicy{
+			InitialInterval:    time.Second,
+			BackoffCoefficient: 2,
+			MaximumInterval:    30 * time.Second,
+			MaximumAttempts:    5,
+		},
+		Summary: summary,
+	})
+}
+
+// compensating is for steps that must happen: retried without limit.
+func (r *release) compensating(ctx workflow.Context, summary string) workflow.Context {
+	return workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+		StartToCloseTimeout: time.Minute,
+		RetryPolicy: &temporal.RetryPolicy{
+			InitialInterval:    time.Second,
+			BackoffCoefficient: 2,
+			MaximumInterval:    time.Minute,
+		},
+		Summary: summary,
+	})
+}
+
+// wait sleeps for d unless the release is rejected or aborted first.
+func (r *release) wait(ctx workflow.Context, d time.Duration, summary string) error {
+	if _, err := workflow.AwaitWithOptions(ctx, workflow.AwaitOptions{Timeout: d, TimerOptions: workflow.TimerOptions{Summary: summary}},
+		func() bool { return r.interrupt != nil }); err != nil {
+		return err
+	}
+	return r.check()
+}
+
+// queries renders every metric query of the plan once, for the up-front check.
+func (r *release) queries() []activities.NamedQuery {
+	var out []activities.NamedQuery
+	seen := map[string]bool{}
+	window := plan.PromDuration(r.plan.Analysis.Interval.D())
+	for _, set := range [][]plan.Metric{r.plan.Shadow.Metrics, r.plan.Analysis.Metrics, r.plan.PostPromotion.Metrics} {
+		for _, m := range set {
+			q, err := plan.Render(m.Query, plan.QueryVars{Model: r.plan.Model, Variant: deploy.Candidate, Version: r.candidate.Version, Interval: window})
+			if err != nil {
+				q = m.Query // the activity reports it; the plan was validated before start
+			}
+			if !seen[q] {
+				seen[q] = true
+				out = append(out, activities.NamedQuery{Metric: m.Name, Query: q})
+			}
+		}
+	}
+	return out
+}
+
+func (r *release) lastEvidence() map[string]string {
+	ev := map[string]string{}
+	if n := len(r.status.Analyses); n > 0 {
+		for _, m := range r.status.Analyses[n-1].Measurements {
+			ev[m.Metric] = string(m.Verdict) + ": " + m.Message
+		}
+	}
+	return ev
+}
+
+func (r *release) approverName() string {
+	if r.approved != nil {
+		return r.approved.Who
+	}
+	return r.status.StartedBy
+}
+
+func (r *release) interruptedBy() string {
+	if r.interrupt != nil {
+		return r.interrupt.Who
+	}
+	return "mlrelease"
+}
+
+func backend(v registry.Version) deploy.Backend {
+	return deploy.Backend{Version: v.Version, URL: v.Endpoint}
+}
+
+// verdictError ends a release by a verdict or a decision, not by a fault.
+type verdictError struct{ reason string }
+
+func (e *verdictError) Error() string { return e.reason }
+
+func fail(reason string) error { return &verdictError{reason: reason} }
+
+// reasonOf says, for the record, why a release that was not promoted rolled back.
+func reasonOf(err error) string {
+	var verdict *verdictError
+	var app *temporal.ApplicationError
+	switch {
+	case err == nil:
+		return "ended without promotion"
+	case errors.As(err, &verdict):
+		return verdict.reason
+	case temporal.IsCanceledError(err):
+		return "release cancelled"
+	case errors.As(err, &app):
+		return "error: " + app.Error()
+	}
+	return "error: " + err.Error()
+}

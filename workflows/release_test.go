@@ -1,0 +1,960 @@
+package workflows
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/mock"
+	"github.com/stretchr/testify/suite"
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/testsuite"
+
+	"github.com/mlrelease/mlrelease/activities"
+	"github.com/mlrelease/mlrelease/internal/analysis"
+	"github.com/mlrelease/mlrelease/internal/deploy"
+	"github.com/mlrelease/mlrelease/internal/notify"
+	"github.com/mlrelease/mlrelease/internal/plan"
+	"github.com/mlrelease/mlrelease/internal/registry"
+)
+
+// testPlan is a full plan. Its timeline, with every activity instant:
+// shadow 0-10m (10 analyses), canary 10%% 10-15m, 25%% 15-20m, 50%% 20-30m
+// (20 analyses in all), approval from 30m, watch 10m after promotion.
+const testPlan = `
+model: iris
+candidate: "2"
+staging:
+  dataset: /data/iris-eval.csv
+  minAccuracy: 0.9
+  maxP99Latency: 200ms
+shadow:
+  share: 20
+  duration: 10m
+canary:
+  steps:
+    - {weight: 10, bake: 5m}
+    - {weight: 25, bake: 5m}
+    - {weight: 50, bake: 10m}
+analysis:
+  interval: 1m
+  metrics:
+    - name: error-rate
+      query: sum(rate(errors_total{model="{{.Model}}",variant="{{.Variant}}"}[{{.Interval}}]))
+      max: 0.01
+    - name: p99-latency-seconds
+      query: histogram_quantile(0.99, sum by (le) (rate(latency_bucket{model="{{.Model}}",variant="{{.Variant}}"}[{{.Interval}}])))
+      max: 0.5
+approval:
+  required: true
+  approvers: [alice, bob]
+  timeout: 4h
+postPromotion:
+  watch: 10m
+`
+
+// Points of the test plan's timeline, from the workflow's start.
+const (
+	shadowRounds   = 10
+	canaryRounds   = 20
+	duringCanary   = 12*time.Minute + 30*time.Second // step 1, 10%
+	duringApproval = 45 * time.Minute
+)
+
+var (
+	champion  = registry.Version{Model: "iris", Version: "1", Endpoint: "http://iris-v1:8080"}
+	candidate = registry.Version{Model: "iris", Version: "2", Endpoint: "http://iris-v2:8080"}
+
+	passing = 0.001 // within both metrics' max
+	failing = 1.0   // above both
+)
+
+type releaseSuite struct {
+	suite.Suite
+	testsuite.WorkflowTestSuite
+	env *testsuite.TestWorkflowEnvironment
+
+	// Behaviours the default mocks consult; a test changes them before running.
+	value        func(call int, m plan.Metric) *float64 // nil is no data
+	setTraffic   func(t deploy.Traffic) error
+	evaluation   activities.EvaluateOutput
+	checkQueries error
+	// evaluationTakes is how long, on the workflow's clock, EvaluateStaging takes.
+	evaluationTakes time.Duration
+	// trafficDelay is how long, on the workflow's clock, the nth SetTraffic call takes.
+	trafficDelay map[int]time.Duration
+
+	mu            sync.Mutex
+	analyzeCalls  int
+	trafficCalls  int
+	traffic       []deploy.Traffic // every SetTraffic call, failed attempts included
+	trafficFailed []bool
+	changes       []activities.RegistryChange
+	notes         []notify.Message
+}
+
+func TestReleaseWorkflow(t *testing.T) { suite.Run(t, new(releaseSuite)) }
+
+func (s *releaseSuite) SetupTest() {
+	s.env = s.NewTestWorkflowEnvironment()
+	s.env.SetStartWorkflowOptions(testStartOptions())
+	s.env.RegisterWorkflow(ReleaseWorkflow)
+	s.env.RegisterActivity(&activities.Activities{})
+
+	s.value = func(int, plan.Metric) *float64 { return &passing }
+	s.setTraffic = func(deploy.Traffic) error { return nil }
+	s.evaluation = activities.EvaluateOutput{
+		Champion:  analysis.StagingReport{Requests: 150, N: 150, Correct: 141, Accuracy: 0.94, P99: 40 * time.Millisecond},
+		Candidate: analysis.StagingReport{Requests: 150, N: 150, Correct: 144, Accuracy: 0.96, P99: 50 * time.Millisecond},
+	}
+	s.checkQueries = nil
+	s.trafficDelay = nil
+	s.evaluationTakes = 0
+	s.trafficCalls = 0
+	s.analyzeCalls, s.traffic, s.trafficFailed, s.changes, s.notes = 0, nil, nil, nil, nil
+
+	s.env.OnActivity(a.Resolve, mock.Anything, mock.Anything).Return(
+		func(_ context.Context, in activities.ResolveInput) (activities.Resolved, error) {
+			if in.Model != "iris" || in.Candidate != "2" {
+				return activities.Resolved{}, fmt.Errorf("unexpected resolve %+v", in)
+			}
+			return activities.Resolved{Champion: champion, Candidate: candidate}, nil
+		})
+	s.env.OnActivity(a.CheckQueries, mock.Anything, mock.Anything).Return(
+		func(_ context.Context, qs []activities.NamedQuery) error {
+			for _, q := range qs {
+				if strings.Contains(q.Query, "{{") {
+					return fmt.Errorf("query %s not rendered: %s", q.Metric, q.Query)
+				}
+			}
+			return s.checkQueries
+		})
+	s.env.OnActivity(a.ChangeRegistry, mock.Anything, mock.Anything).Return(
+		func(_ context.Context, c activities.RegistryChange) error {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			s.changes = append(s.changes, c)
+			return nil
+		})
+	s.env.OnActivity(a.SetTraffic, mock.Anything, mock.Anything).Return(
+		func(_ context.Context, t deploy.Traffic) (deploy.Applied, error) {
+			if err := t.Validate(); err != nil {
+				return deploy.Applied{}, temporal.NewNonRetryableApplicationError(err.Error(), activities.ErrTypeInvalid, err)
+			}
+			err := s.setTraffic(t)
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			s.traffic = append(s.traffic, t)
+			s.trafficFailed = append(s.trafficFailed, err != nil)
+			if err != nil {
+				return deploy.Applied{}, err
+			}
+			return deploy.Applied{Traffic: t, Revision: int64(len(s.traffic))}, nil
+		}).AfterFn(func() time.Duration {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.trafficCalls++
+		return s.trafficDelay[s.trafficCalls]
+	}).Maybe()
+	s.env.OnActivity(a.EvaluateStaging, mock.Anything, mock.Anything).Return(
+		func(_ context.Context, in activities.EvaluateInput) (activities.EvaluateOutput, error) {
+			if in.Champion != champion.Endpoint || in.Candidate != candidate.Endpoint {
+				return activities.EvaluateOutput{}, fmt.Errorf("unexpected endpoints %+v", in)
+			}
+			return s.evaluation, nil
+		}).AfterFn(func() time.Duration { return s.evaluationTakes }).Maybe()
+	s.env.OnActivity(a.Analyze, mock.Anything, mock.Anything).Return(
+		func(_ context.Context, in activities.AnalyzeInput) ([]analysis.Measurement, error) {
+			s.mu.Lock()
+			s.analyzeCalls++
+			call := s.analyzeCalls
+			s.mu.Unlock()
+			out := make([]analysis.Measurement, 0, len(in.Metrics))
+			for _, m := range in.Metrics {
+				v := s.value(call, m)
+				verdict, msg := analysis.JudgeThreshold(m, v)
+				out = append(out, analysis.Measurement{Metric: m.Name, Judge: m.Judge, Verdict: verdict, Value: v, Message: msg})
+			}
+			return out, nil
+		}).Maybe()
+	s.env.OnActivity(a.Notify, mock.Anything, mock.Anything).Return(
+		func(_ context.Context, m notify.Message) error {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			s.notes = append(s.notes, m)
+			return nil
+		}).Maybe()
+}
+
+func (s *releaseSuite) AfterTest(_, _ string) { s.env.AssertExpectations(s.T()) }
+
+func testStartOptions() client.StartWorkflowOptions {
+	return client.StartWorkflowOptions{ID: WorkflowID("iris"), TaskQueue: TaskQueue}
+}
+
+// testPlanWith parses the test plan, lets a test change it, and validates the result.
+func (s *releaseSuite) testPlanWith(change func(p *plan.Plan)) plan.Plan {
+	p, err := plan.Parse([]byte(testPlan))
+	s.Require().NoError(err)
+	if change != nil {
+		change(p)
+		s.Require().NoError(p.Validate())
+	}
+	return *p
+}
+
+func (s *releaseSuite) run(p plan.Plan) {
+	s.env.ExecuteWorkflow(ReleaseWorkflow, ReleaseInput{Plan: p, StartedBy: "ci"})
+	s.Require().True(s.env.IsWorkflowCompleted())
+}
+
+func (s *releaseSuite) result() Result {
+	s.Require().NoError(s.env.GetWorkflowError())
+	var res Result
+	s.Require().NoError(s.env.GetWorkflowResult(&res))
+	return res
+}
+
+func (s *releaseSuite) status() Status {
+	v, err := s.env.QueryWorkflow(QueryStatus)
+	s.Require().NoError(err)
+	var st Status
+	s.Require().NoError(v.Get(&st))
+	return st
+}
+
+// update sends a decision as an update and returns a function that reports what
+// came of it once the workflow has run.
+func (s *releaseSuite) update(after time.Duration, kind string, req DecisionRequest) func() (accepted bool, refusal error) {
+	var accepted bool
+	var refusal error
+	s.env.RegisterDelayedCallback(func() {
+		s.env.UpdateWorkflow(kind, kind+"-"+req.Who, &testsuite.TestUpdateCallback{
+			OnAccept:   func() { accepted = true },
+			OnReject:   func(err error) { refusal = err },
+			OnComplete: func(any, error) {},
+		}, req)
+	}, after)
+	return func() (bool, error) { return accepted, refusal }
+}
+
+func (s *releaseSuite) approveAt(after time.Duration, who string) func() (bool, error) {
+	return s.update(after, Approve, DecisionRequest{Who: who, Comment: "looks good", Source: "cli"})
+}
+
+// weights is the candidate weight of every applied SetTraffic; -1 is champion-only routing.
+func (s *releaseSuite) weights() []int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []int
+	for i, t := range s.traffic {
+		if s.trafficFailed[i] {
+			continue
+		}
+		w := t.CandidateWeight
+		if t.Candidate == nil {
+			w = -1
+		}
+		out = append(out, w)
+	}
+	return out
+}
+
+func (s *releaseSuite) appliedTraffic() []deploy.Traffic {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []deploy.Traffic
+	for i, t := range s.traffic {
+		if !s.trafficFailed[i] {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// assertTrafficRule checks rule 2 on every traffic change before the release ended:
+// the candidate's weight is one of the plan's steps (or 0), only rises, and reaches
+// 100 only at promotion.
+func (s *releaseSuite) assertTrafficRule(p plan.Plan, promoted bool) {
+	allowed := []int{0}
+	for _, st := range p.Canary.Steps {
+		allowed = append(allowed, st.Weight)
+	}
+	prev := 0
+	for i, t := range s.appliedTraffic() {
+		if t.Candidate == nil {
+			continue // champion-only: rollback, or the promoted candidate serving alone
+		}
+		s.Equal(champion.Version, t.Champion.Version, "call %d: the champion serves until promotion", i)
+		s.Equal(candidate.Version, t.Candidate.Version, "call %d", i)
+		if t.CandidateWeight == 100 {
+			s.True(promoted, "call %d: 100%% without promotion", i)
+		} else {
+			s.Contains(allowed, t.CandidateWeight, "call %d: weight outside the plan", i)
+		}
+		s.GreaterOrEqual(t.CandidateWeight, prev, "call %d: candidate weight fell from %d to %d before the release ended", i, prev, t.CandidateWeight)
+		if t.ShadowShare > 0 {
+			s.Zero(t.CandidateWeight, "call %d: shadow only at weight 0", i)
+		}
+		prev = t.CandidateWeight
+	}
+}
+
+// assertRolledBack checks rollback on every side: outcome and reason, champion-only
+// routing last, the candidate tagged and its challenger alias deleted, the champion
+// alias never moved.
+func (s *releaseSuite) assertRolledBack(p plan.Plan, reasonPrefix string) Status {
+	st := s.status()
+	s.Equal(StageRolledBack, st.Stage)
+	s.Equal(OutcomeRolledBack, st.Outcome)
+	s.True(strings.HasPrefix(st.Reason, reasonPrefix), "reason %q, want prefix %q", st.Reason, reasonPrefix)
+	s.Zero(st.CandidateWeight)
+	s.Zero(st.ShadowShare)
+
+	applied := s.appliedTraffic()
+	s.Require().NotEmpty(applied)
+	last := applied[len(applied)-1]
+	s.Nil(last.Candidate, "last traffic must be champion-only")
+	s.Zero(last.CandidateWeight)
+	s.Zero(last.ShadowShare)
+	s.Equal(champion.Version, last.Champion.Version)
+	s.Equal(champion.Endpoint, last.Champion.URL)
+	s.assertTrafficRule(p, false)
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, c := range s.changes {
+		s.NotContains(c.SetAliases, registry.AliasChampion, "champion alias moved: %+v", c)
+	}
+	rb := s.changes[len(s.changes)-1]
+	s.Equal("iris", rb.Model)
+	s.Equal(candidate.Version, rb.Version)
+	s.Equal([]string{registry.AliasChallenger}, rb.DeleteAliases)
+	s.Equal(OutcomeRolledBack, rb.Tags[TagOutcome])
+	s.Equal(string(StageRolledBack), rb.Tags[TagStage])
+	s.Equal(st.Reason, rb.Tags[TagReason])
+	s.Equal("rolled_back", rb.Event.Kind)
+	s.Equal(st.Reason, rb.Event.Message)
+	return st
+}
+
+func (s *releaseSuite) TestPromotion() {
+	p := s.testPlanWith(nil)
+	var stages []string
+	var canaryWeights []int64
+	s.env.OnUpsertTypedSearchAttributes(mock.Anything).Run(func(args mock.Arguments) {
+		sa := args.Get(0).(temporal.SearchAttributes)
+		if v, ok := sa.GetKeyword(StageKey); ok {
+			stages = append(stages, v)
+			model, _ := sa.GetKeyword(ModelKey)
+			s.Equal("iris", model)
+		}
+		if v, ok := sa.GetInt64(CanaryWeightKey); ok {
+			canaryWeights = append(canaryWeights, v)
+		}
+	}).Return(nil)
+	approval := s.approveAt(duringApproval, "alice")
+	var atApproval Status
+	s.env.RegisterDelayedCallback(func() { atApproval = s.status() }, duringApproval-time.Second)
+	s.run(p)
+
+	res := s.result()
+	s.Equal(OutcomePromoted, res.Outcome)
+	s.Equal("every gate passed; approved by alice", res.Reason)
+	s.Equal(StagePromoted, res.Status.Stage)
+	s.Equal(100, res.Status.CandidateWeight)
+	accepted, refusal := approval()
+	s.True(accepted)
+	s.NoError(refusal)
+
+	s.Equal(StageAwaitingApproval, atApproval.Stage)
+	s.Equal(50, atApproval.CandidateWeight)
+	s.Equal(3, atApproval.Step)
+
+	// The Web UI's search attributes follow the release.
+	s.Equal([]string{"resolving", "deploying", "staging", "shadow", "canary", "awaiting_approval", "promoting", "watching", "promoted"}, stages)
+	s.Equal([]int64{0, 0, 10, 25, 50, 100}, canaryWeights)
+
+	// 0 at deploy, 0 with shadow, each step, 100, then the candidate alone.
+	s.Equal([]int{0, 0, 10, 25, 50, 100, -1}, s.weights())
+	applied := s.appliedTraffic()
+	s.Zero(applied[0].ShadowShare)
+	s.Equal(20, applied[1].ShadowShare)
+	for _, t := range applied[2:6] {
+		s.Zero(t.ShadowShare)
+	}
+	final := applied[6]
+	s.Equal(deploy.Backend{Version: candidate.Version, URL: candidate.Endpoint}, final.Champion)
+	s.Nil(final.Candidate)
+	s.assertTrafficRule(p, true)
+
+	// Gates and every analysis round are in the status.
+	s.Len(res.Status.Gates, 4)
+	for _, g := range res.Status.Gates {
+		s.Equal(analysis.Pass, g.Verdict, g.Name)
+	}
+	s.Len(res.Status.Analyses, shadowRounds+canaryRounds+10)
+	for _, r := range res.Status.Analyses {
+		s.Len(r.Measurements, 2)
+	}
+	first := res.Status.Analyses[shadowRounds]
+	s.Equal(StageCanary, first.Stage)
+	s.Equal(1, first.Step)
+	s.Equal(10, first.Weight)
+
+	// The registry: challenger at start, champion moved at promotion, promoted tags.
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.Require().NotEmpty(s.changes)
+	start := s.changes[0]
+	s.Equal([]string{registry.AliasChallenger}, start.SetAliases)
+	s.Equal(candidate.Version, start.Version)
+	s.Equal(WorkflowID("iris"), start.Tags[TagRelease])
+	s.Equal("release_started", start.Event.Kind)
+	s.Equal("ci", start.Event.Actor)
+
+	var moved, promoted *activities.RegistryChange
+	for i, c := range s.changes {
+		if slices.Contains(c.SetAliases, registry.AliasChampion) {
+			s.Nil(moved, "champion alias moved twice")
+			moved = &s.changes[i]
+		}
+		if c.Tags[TagOutcome] != "" {
+			promoted = &s.changes[i]
+		}
+	}
+	s.Require().NotNil(moved)
+	s.Equal(candidate.Version, moved.Version)
+	s.Equal([]string{registry.AliasChallenger}, moved.DeleteAliases)
+	s.Equal("alice", moved.Tags[TagApprover])
+	s.Equal("alice", moved.Event.Actor)
+	s.Require().NotNil(promoted)
+	s.Equal(OutcomePromoted, promoted.Tags[TagOutcome])
+	s.Equal(string(StagePromoted), promoted.Tags[TagStage])
+	s.Equal(res.Reason, promoted.Tags[TagReason])
+
+	approvals := 0
+	for _, d := range res.Status.Decisions {
+		if d.Kind == Approve {
+			approvals++
+			s.Equal("alice", d.Who)
+			s.Equal("update", d.Channel)
+			s.False(d.Refused)
+		}
+	}
+	s.Equal(1, approvals)
+}
+
+func (s *releaseSuite) TestStagingGateFailureRollsBack() {
+	p := s.testPlanWith(nil)
+	s.evaluation.Candidate.Accuracy = 0.7
+	s.evaluation.Candidate.Correct = 105
+	s.run(p)
+
+	res := s.result()
+	s.Equal(OutcomeRolledBack, res.Outcome)
+	st := s.assertRolledBack(p, "staging gate accuracy: candidate accuracy 0.7000, min 0.9000")
+	s.Equal([]int{0, -1}, s.weights(), "no traffic before the gates pass")
+	s.Zero(s.analyzeCalls)
+	var failed []string
+	for _, g := range st.Gates {
+		if g.Verdict == analysis.Fail {
+			failed = append(failed, g.Name)
+		}
+	}
+	s.Equal([]string{"accuracy", "accuracy_vs_champion"}, failed)
+}
+
+func (s *releaseSuite) TestShadowGateFailureRollsBack() {
+	p := s.testPlanWith(nil)
+	s.value = func(call int, m plan.Metric) *float64 {
+		if call == 3 && m.Name == "error-rate" {
+			return &failing
+		}
+		return &passing
+	}
+	s.run(p)
+
+	s.Equal(OutcomeRolledBack, s.result().Outcome)
+	s.assertRolledBack(p, "shadow analysis at 0%: metric error-rate failed 1 time(s), limit 0: 1 is above max 0.01")
+	s.Equal([]int{0, 0, -1}, s.weights())
+	s.Equal(3, s.analyzeCalls, "a failed analysis rolls back at once")
+}
+
+func (s *releaseSuite) TestCanaryAnalysisFailureRollsBack() {
+	for _, tc := range []struct {
+		name    string
+		call    int // Analyze call that fails
+		weights []int
+		reason  string
+	}{
+		{"first step", shadowRounds + 1, []int{0, 0, 10, -1}, "canary analysis at 10%: metric p99-latency-seconds failed 1 time(s)"},
+		{"last step", shadowRounds + 13, []int{0, 0, 10, 25, 50, -1}, "canary analysis at 50%: metric p99-latency-seconds failed 1 time(s)"},
+	} {
+		s.Run(tc.name, func() {
+			s.SetupTest()
+			p := s.testPlanWith(nil)
+			s.value = func(call int, m plan.Metric) *float64 {
+				if call == tc.call && m.Name == "p99-latency-seconds" {
+					return &failing
+				}
+				return &passing
+			}
+			s.run(p)
+
+			s.Equal(OutcomeRolledBack, s.result().Outcome)
+			s.assertRolledBack(p, tc.reason)
+			s.Equal(tc.weights, s.weights())
+			s.Equal(tc.call, s.analyzeCalls)
+		})
+	}
+}
+
+func (s *releaseSuite) TestWatchFailureRestoresChampion() {
+	p := s.testPlanWith(nil)
+	s.approveAt(duringApproval, "bob")
+	s.value = func(call int, m plan.Metric) *float64 {
+		if call == shadowRounds+canaryRounds+2 {
+			return &failing
+		}
+		return &passing
+	}
+	s.run(p)
+
+	res := s.result()
+	s.Equal(OutcomeRolledBack, res.Outcome)
+	s.True(strings.HasPrefix(res.Reason, "watching analysis at 100%: metric error-rate failed"), res.Reason)
+	s.Equal([]int{0, 0, 10, 25, 50, 100, -1}, s.weights())
+	last := s.appliedTraffic()[6]
+	s.Equal(champion.Version, last.Champion.Version, "the old champion serves again")
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var aliasTo []string
+	for _, c := range s.changes {
+		if slices.Contains(c.SetAliases, registry.AliasChampion) {
+			aliasTo = append(aliasTo, c.Version)
+		}
+	}
+	s.Equal([]string{candidate.Version, champion.Version}, aliasTo, "champion alias moved, then restored")
+	rb := s.changes[len(s.changes)-1]
+	s.Equal(candidate.Version, rb.Version)
+	s.Equal(OutcomeRolledBack, rb.Tags[TagOutcome])
+}
+
+func (s *releaseSuite) TestRejection() {
+	p := s.testPlanWith(nil)
+	rejection := s.update(duringApproval, Reject, DecisionRequest{Who: "bob", Comment: "drift on segment B", Source: "slack"})
+	s.run(p)
+
+	res := s.result()
+	s.Equal(OutcomeRolledBack, res.Outcome)
+	s.Equal("rejected by bob: drift on segment B", res.Reason)
+	accepted, refusal := rejection()
+	s.True(accepted)
+	s.NoError(refusal)
+	st := s.assertRolledBack(p, "rejected by bob")
+	s.Equal([]int{0, 0, 10, 25, 50, -1}, s.weights())
+	s.Require().NotEmpty(st.Decisions)
+	d := st.Decisions[0]
+	s.Equal(Reject, d.Kind)
+	s.Equal("bob", d.Who)
+	s.Equal("slack", d.Source)
+	s.Equal("update", d.Channel)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.Equal("bob", s.changes[len(s.changes)-1].Event.Actor)
+}
+
+func (s *releaseSuite) TestApprovalTimeoutRollsBack() {
+	p := s.testPlanWith(nil)
+	s.run(p)
+
+	res := s.result()
+	s.Equal(OutcomeRolledBack, res.Outcome)
+	s.assertRolledBack(p, "approval timed out after 4h0m0s with no decision")
+	s.Equal([]int{0, 0, 10, 25, 50, -1}, s.weights())
+	s.Require().Len(res.Status.Decisions, 1)
+	s.Equal("approval_timeout", res.Status.Decisions[0].Kind)
+	s.Equal(30*time.Minute+4*time.Hour, res.Status.Decisions[0].At.Sub(res.Status.StartedAt))
+}
+
+func (s *releaseSuite) TestVetoWindowTimeoutPromotes() {
+	p := s.testPlanWith(func(p *plan.Plan) {
+		p.Approval = plan.Approval{Required: false, Timeout: plan.Duration(time.Hour), OnTimeout: plan.OnTimeoutPromote}
+	})
+	s.run(p)
+
+	res := s.result()
+	s.Equal(OutcomePromoted, res.Outcome)
+	s.Equal("every gate passed", res.Reason)
+	s.Equal([]int{0, 0, 10, 25, 50, 100, -1}, s.weights())
+	s.Require().Len(res.Status.Decisions, 1)
+	s.Equal("approval_timeout", res.Status.Decisions[0].Kind)
+	s.assertTrafficRule(p, true)
+}
+
+func (s *releaseSuite) TestAbortDuringCanary() {
+	for _, channel := range []string{"update", "signal"} {
+		s.Run(channel, func() {
+			s.SetupTest()
+			p := s.testPlanWith(nil)
+			req := DecisionRequest{Who: "carol", Comment: "paging storm", Source: "cli"}
+			if channel == "update" {
+				s.update(duringCanary, Abort, req)
+			} else {
+				s.env.RegisterDelayedCallback(func() { s.env.SignalWorkflow(Abort, req) }, duringCanary)
+			}
+			s.run(p)
+
+			res := s.result()
+			s.Equal(OutcomeRolledBack, res.Outcome)
+			st := s.assertRolledBack(p, "aborted by carol: paging storm")
+			s.Equal([]int{0, 0, 10, -1}, s.weights())
+			s.Require().Len(st.Decisions, 1)
+			s.Equal(channel, st.Decisions[0].Channel)
+			s.Equal(Abort, st.Decisions[0].Kind)
+			s.False(st.Decisions[0].Refused)
+			// The abort cuts the bake short: no analysis after it.
+			for _, r := range st.Analyses {
+				s.LessOrEqual(r.At.Sub(st.StartedAt), duringCanary)
+			}
+		})
+	}
+}
+
+func (s *releaseSuite) TestPauseHoldsTheBakeUntilResumed() {
+	p := s.testPlanWith(nil)
+	pause := s.update(duringCanary, Pause, DecisionRequest{Who: "dave", Source: "ui"})
+	resumeAt := duringCanary + 2*time.Hour
+	var paused Status
+	var trafficWhilePaused []int
+	s.env.RegisterDelayedCallback(func() {
+		paused = s.status()
+		trafficWhilePaused = s.weights()
+	}, resumeAt-time.Minute)
+	s.update(resumeAt, Resume, DecisionRequest{Who: "dave"})
+	s.approveAt(resumeAt+time.Hour, "alice")
+	s.run(p)
+
+	accepted, refusal := pause()
+	s.True(accepted)
+	s.NoError(refusal)
+	s.True(paused.Paused)
+	s.Equal(StageCanary, paused.Stage)
+	s.Equal(1, paused.Step)
+	s.Equal(10, paused.CandidateWeight)
+	s.Equal([]int{0, 0, 10}, trafficWhilePaused, "a paused release does not advance")
+	s.Contains(paused.Markdown(), "(paused)")
+
+	res := s.result()
+	s.Equal(OutcomePromoted, res.Outcome)
+	s.Equal([]int{0, 0, 10, 25, 50, 100, -1}, s.weights())
+	// Step 1 kept being analysed while paused; step 2 began only after the resume.
+	for _, r := range res.Status.Analyses {
+		at := r.At.Sub(res.Status.StartedAt)
+		if r.Step == 1 {
+			s.LessOrEqual(at, resumeAt+time.Minute)
+		}
+		if r.Step == 2 {
+			s.Greater(at, resumeAt)
+		}
+	}
+	kinds := []string{}
+	for _, d := range res.Status.Decisions {
+		kinds = append(kinds, d.Kind)
+	}
+	s.Equal([]string{Pause, Resume, Approve}, kinds)
+}
+
+func (s *releaseSuite) TestFailingActivityRollsBackAndFailsTheWorkflow() {
+	p := s.testPlanWith(nil)
+	s.setTraffic = func(t deploy.Traffic) error {
+		if t.CandidateWeight > 0 {
+			return errors.New("gateway admin API unavailable")
+		}
+		return nil
+	}
+	s.run(p)
+
+	err := s.env.GetWorkflowError()
+	s.Require().Error(err)
+	s.Contains(err.Error(), "gateway admin API unavailable")
+	s.assertRolledBack(p, "error: ")
+	s.Equal([]int{0, 0, -1}, s.weights())
+
+	attempts := 0
+	s.mu.Lock()
+	for _, t := range s.traffic {
+		if t.CandidateWeight == 10 {
+			attempts++
+		}
+	}
+	s.mu.Unlock()
+	s.Equal(5, attempts, "the step's SetTraffic is retried per its policy, then the release rolls back")
+}
+
+func (s *releaseSuite) TestCancellationStillRollsBack() {
+	p := s.testPlanWith(nil)
+	s.env.RegisterDelayedCallback(s.env.CancelWorkflow, duringCanary)
+	s.run(p)
+
+	err := s.env.GetWorkflowError()
+	s.Require().Error(err)
+	s.True(temporal.IsCanceledError(err), "want cancelled, got %v", err)
+	s.assertRolledBack(p, "release cancelled")
+	s.Equal([]int{0, 0, 10, -1}, s.weights())
+}
+
+func (s *releaseSuite) TestApprovalValidators() {
+	p := s.testPlanWith(nil)
+	early := s.approveAt(duringCanary, "alice")
+	stranger := s.approveAt(duringApproval, "mallory")
+	var afterStranger Status
+	s.env.RegisterDelayedCallback(func() { afterStranger = s.status() }, duringApproval+time.Minute)
+	noComment := s.update(duringApproval+2*time.Minute, Reject, DecisionRequest{Who: "bob"})
+	s.approveAt(duringApproval+time.Hour, "bob")
+	s.run(p)
+
+	_, err := early()
+	s.Require().Error(err)
+	s.Contains(err.Error(), "cannot approve at stage canary")
+	accepted, err := stranger()
+	s.False(accepted)
+	s.Require().Error(err)
+	s.Contains(err.Error(), "mallory may not approve this release: allowed approvers are alice, bob")
+	_, err = noComment()
+	s.Require().Error(err)
+	s.Contains(err.Error(), "comment is empty")
+
+	s.Equal(StageAwaitingApproval, afterStranger.Stage)
+	s.Empty(afterStranger.Decisions, "a refused update is not applied")
+
+	res := s.result()
+	s.Equal(OutcomePromoted, res.Outcome)
+	s.Equal("every gate passed; approved by bob", res.Reason)
+	s.Require().Len(res.Status.Decisions, 1)
+	s.Equal("bob", res.Status.Decisions[0].Who)
+}
+
+func (s *releaseSuite) TestRefusedSignalIsRecordedNotApplied() {
+	p := s.testPlanWith(nil)
+	// Approval is refused outside the approval stage, an abort without a comment always.
+	s.env.RegisterDelayedCallback(func() {
+		s.env.SignalWorkflow(Approve, DecisionRequest{Who: "alice", Source: "slack"})
+		s.env.SignalWorkflow(Abort, DecisionRequest{Who: "carol"})
+	}, duringCanary)
+	s.approveAt(duringApproval, "alice")
+	s.run(p)
+
+	res := s.result()
+	s.Equal(OutcomePromoted, res.Outcome, "refused signals change nothing")
+	s.Require().Len(res.Status.Decisions, 3)
+	approve, abort := res.Status.Decisions[0], res.Status.Decisions[1]
+	s.Equal(Approve, approve.Kind)
+	s.Equal("signal", approve.Channel)
+	s.True(approve.Refused)
+	s.Contains(approve.Reason, "cannot approve at stage canary")
+	s.Equal(Abort, abort.Kind)
+	s.True(abort.Refused)
+	s.Contains(abort.Reason, "comment is empty")
+	s.False(res.Status.Decisions[2].Refused)
+	s.Equal("update", res.Status.Decisions[2].Channel)
+}
+
+func (s *releaseSuite) TestNoDataNeverPasses() {
+	p := s.testPlanWith(func(p *plan.Plan) { p.Shadow.Share = 0 })
+	s.value = func(int, plan.Metric) *float64 { return nil }
+	s.approveAt(duringApproval, "alice")
+	s.run(p)
+
+	res := s.result()
+	s.Equal(OutcomeRolledBack, res.Outcome)
+	st := s.assertRolledBack(p, "canary analysis at 10%: metric error-rate has no passing measurement after extending the stage 3 interval(s)")
+	s.Equal([]int{0, 10, -1}, s.weights())
+	// Five intervals of bake, then one extension per hold.
+	s.Len(st.Analyses, 5+3)
+	for _, r := range st.Analyses {
+		for _, m := range r.Measurements {
+			s.Equal(analysis.Hold, m.Verdict)
+		}
+	}
+}
+
+func (s *releaseSuite) TestNoDataFailPolicyFailsAtOnce() {
+	p := s.testPlanWith(func(p *plan.Plan) {
+		p.Shadow.Share = 0
+		p.Analysis.Metrics[0].NoData = plan.NoDataFail
+	})
+	s.value = func(call int, m plan.Metric) *float64 {
+		if call == 2 {
+			return nil
+		}
+		return &passing
+	}
+	s.run(p)
+
+	s.assertRolledBack(p, "canary analysis at 10%: metric error-rate failed 1 time(s), limit 0: no data (policy: fail)")
+	s.Equal(2, s.analyzeCalls)
+}
+
+func (s *releaseSuite) TestSkipsStagingAndShadowWhenThePlanDoes() {
+	p := s.testPlanWith(func(p *plan.Plan) {
+		p.Staging.Dataset = ""
+		p.Shadow.Share = 0
+		p.Approval = plan.Approval{OnTimeout: plan.OnTimeoutPromote}
+		p.PostPromotion.Watch = 0
+	})
+	s.run(p)
+
+	res := s.result()
+	s.Equal(OutcomePromoted, res.Outcome)
+	s.Equal([]int{0, 10, 25, 50, 100, -1}, s.weights())
+	s.Equal(canaryRounds, s.analyzeCalls)
+	s.Require().Len(res.Status.Gates, 1)
+	s.Contains(res.Status.Gates[0].Message, "skipped")
+}
+
+// A plan that skipped validation (a start from the Temporal CLI, say) must still not
+// promote without an approver where approval is required (rule 3).
+func (s *releaseSuite) TestRequiredApprovalNeverPromotesOnTimeout() {
+	p := s.testPlanWith(nil)
+	p.Approval.OnTimeout = plan.OnTimeoutPromote
+	s.Require().Error(p.Validate())
+	s.run(p)
+
+	res := s.result()
+	s.Equal(OutcomeRolledBack, res.Outcome)
+	s.assertRolledBack(p, "approval timed out after 4h0m0s with no decision")
+}
+
+func (s *releaseSuite) TestAbortDuringWatchRestoresChampion() {
+	p := s.testPlanWith(nil)
+	s.approveAt(duringApproval, "alice")
+	reject := s.update(duringApproval+5*time.Minute, Reject, DecisionRequest{Who: "bob", Comment: "too late"})
+	s.env.RegisterDelayedCallback(func() {
+		s.env.SignalWorkflow(Abort, DecisionRequest{Who: "carol", Comment: "complaints from users", Source: "slack"})
+	}, duringApproval+6*time.Minute)
+	s.run(p)
+
+	_, err := reject()
+	s.Require().Error(err)
+	s.Contains(err.Error(), "cannot reject at stage watching")
+
+	res := s.result()
+	s.Equal(OutcomeRolledBack, res.Outcome)
+	s.Equal("aborted by carol: complaints from users", res.Reason)
+	s.Equal([]int{0, 0, 10, 25, 50, 100, -1}, s.weights())
+	last := s.appliedTraffic()[6]
+	s.Equal(champion.Version, last.Champion.Version)
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var aliasTo []string
+	for _, c := range s.changes {
+		if slices.Contains(c.SetAliases, registry.AliasChampion) {
+			aliasTo = append(aliasTo, c.Version)
+		}
+	}
+	s.Equal([]string{candidate.Version, champion.Version}, aliasTo)
+	rb := s.changes[len(s.changes)-1]
+	s.Equal("carol", rb.Event.Actor)
+	s.Equal(res.Reason, rb.Tags[TagReason])
+}
+
+func (s *releaseSuite) TestCancellationWhileAwaitingApproval() {
+	p := s.testPlanWith(nil)
+	s.env.RegisterDelayedCallback(s.env.CancelWorkflow, duringApproval)
+	s.run(p)
+
+	s.True(temporal.IsCanceledError(s.env.GetWorkflowError()))
+	s.assertRolledBack(p, "release cancelled")
+	s.Equal([]int{0, 0, 10, 25, 50, -1}, s.weights())
+}
+
+func (s *releaseSuite) TestRejectedQueryFailsBeforeAnyTraffic() {
+	p := s.testPlanWith(nil)
+	s.checkQueries = temporal.NewNonRetryableApplicationError("metric error-rate: bad_data: parse error", activities.ErrTypeQueryRejected, nil)
+	s.run(p)
+
+	err := s.env.GetWorkflowError()
+	s.Require().Error(err)
+	var app *temporal.ApplicationError
+	s.Require().True(errors.As(err, &app))
+	s.Equal(activities.ErrTypeQueryRejected, app.Type())
+	st := s.status()
+	s.Equal(StageRolledBack, st.Stage)
+	s.Contains(st.Reason, "parse error")
+	s.Empty(s.weights(), "no traffic moved")
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.Require().Len(s.changes, 1, "only the rolled-back mark")
+	s.Equal(OutcomeRolledBack, s.changes[0].Tags[TagOutcome])
+}
+
+func (s *releaseSuite) TestHoldThenDataPasses() {
+	p := s.testPlanWith(func(p *plan.Plan) { p.Shadow.Share = 0 })
+	// Step 1 has no data until the first extension, then data arrives.
+	s.value = func(call int, m plan.Metric) *float64 {
+		if call <= 5 {
+			return nil
+		}
+		return &passing
+	}
+	s.approveAt(duringApproval, "alice")
+	s.run(p)
+
+	res := s.result()
+	s.Equal(OutcomePromoted, res.Outcome)
+	steps := map[int]int{}
+	for _, r := range res.Status.Analyses {
+		if r.Stage == StageCanary {
+			steps[r.Step]++
+		}
+	}
+	s.Equal(map[int]int{1: 6, 2: 5, 3: 10}, steps, "step 1 extended by one interval")
+}
+
+// An abort accepted while the old champion's route is being retired still rolls
+// back: an accepted abort is never ignored (rule 5).
+func (s *releaseSuite) TestAbortWhileRetiringTheOldChampion() {
+	p := s.testPlanWith(nil)
+	s.approveAt(duringApproval, "alice")
+	// The 7th SetTraffic, retiring the old champion, starts when the watch ends at
+	// 55m and takes two minutes.
+	s.trafficDelay = map[int]time.Duration{7: 2 * time.Minute}
+	abort := s.update(duringApproval+11*time.Minute, Abort, DecisionRequest{Who: "carol", Comment: "errors in the logs"})
+	s.run(p)
+
+	accepted, refusal := abort()
+	s.Require().NoError(refusal)
+	s.True(accepted)
+	res := s.result()
+	s.Equal(OutcomeRolledBack, res.Outcome)
+	s.Equal("aborted by carol: errors in the logs", res.Reason)
+	s.Equal([]int{0, 0, 10, 25, 50, 100, -1, -1}, s.weights())
+	applied := s.appliedTraffic()
+	s.Equal(candidate.Version, applied[6].Champion.Version, "the retirement applied")
+	s.Equal(champion.Version, applied[7].Champion.Version, "then the old champion was restored")
+}
+
+// An abort taken while staging runs ends the release before the candidate gets any
+// live traffic.
+func (s *releaseSuite) TestAbortDuringStagingMovesNoTraffic() {
+	p := s.testPlanWith(func(p *plan.Plan) { p.Shadow.Share = 0 })
+	s.evaluationTakes = 10 * time.Minute
+	s.env.RegisterDelayedCallback(func() {
+		s.env.SignalWorkflow(Abort, DecisionRequest{Who: "carol", Comment: "wrong training data"})
+	}, 5*time.Minute)
+	s.run(p)
+
+	s.Equal(OutcomeRolledBack, s.result().Outcome)
+	s.assertRolledBack(p, "aborted by carol: wrong training data")
+	s.Equal([]int{0, -1}, s.weights(), "no live traffic after the abort")
+}
