@@ -31,7 +31,9 @@ FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/ /usr/local/bin/
 COPY --from=build --chown=65532:65532 /rootfs/data /data
 COPY examples/demo/models/ /models/
-COPY examples/demo/data/ /demo-data/
+COPY examples/demo/data/ /demo/data/
+# Plans name their evaluation set relative to themselves: /plans/../demo/data.
+COPY examples/plans/ /plans/
 USER nonroot:nonroot
 EXPOSE 8080 8090 8101 8102
 CMD ["worker"]

@@ -44,7 +44,8 @@ type Activities struct {
 }
 
 func nonRetryable(errType string, err error) error {
-	return temporal.NewApplicationErrorWithOptions(err.Error(), errType, temporal.ApplicationErrorOptions{NonRetryable: true, Cause: err})
+	// The message carries err in full; as a Cause it would repeat in every rendering.
+	return temporal.NewApplicationErrorWithOptions(err.Error(), errType, temporal.ApplicationErrorOptions{NonRetryable: true})
 }
 
 // classify turns a library error into a non-retryable application error where

@@ -11,7 +11,9 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"go.temporal.io/sdk/temporal"
 
+	"github.com/mlrelease/mlrelease/activities"
 	"github.com/mlrelease/mlrelease/internal/plan"
 	"github.com/mlrelease/mlrelease/internal/registry"
 	"github.com/mlrelease/mlrelease/internal/release"
@@ -141,13 +143,41 @@ func TestRelease(t *testing.T) {
 		require.Contains(t, v3.Tags[workflows.TagReason], "error-rate")
 		_, err = l.Registry.ResolveAlias(ctx, stack.DemoModel, registry.AliasChallenger)
 		require.ErrorIs(t, err, registry.ErrNotFound, "challenger cleared")
+		recordHistory(t, l, "release_rolled_back.json")
+	})
+
+	t.Run("a query Prometheus rejects fails the release before traffic moves", func(t *testing.T) {
+		before, err := l.Gateway.Current(ctx, stack.DemoModel)
+		require.NoError(t, err)
+		broken := *p
+		broken.Analysis.Metrics = append([]plan.Metric(nil), p.Analysis.Metrics...)
+		broken.Analysis.Metrics[0].Query = `sum(rate(mlrelease_gateway_requests_total{model="{{.Model}}"}[{{.Interval}}])`
+		broken.Shadow.Metrics, broken.PostPromotion.Metrics = broken.Analysis.Metrics, broken.Analysis.Metrics
+		start("3", &broken)
+		// A fault, not a verdict: the workflow fails, after its rollback.
+		err = l.Temporal.GetWorkflow(ctx, workflows.WorkflowID(stack.DemoModel), "").Get(ctx, nil)
+		var app *temporal.ApplicationError
+		require.ErrorAs(t, err, &app)
+		require.Equal(t, activities.ErrTypeQueryRejected, app.Type())
+		st, err := release.GetStatus(ctx, l.Temporal, stack.DemoModel)
+		require.NoError(t, err)
+		require.Equal(t, workflows.StageRolledBack, st.Stage)
+		require.Contains(t, st.Reason, "metric error-rate: query rejected")
+		after, err := l.Gateway.Current(ctx, stack.DemoModel)
+		require.NoError(t, err)
+		require.Equal(t, before.Revision, after.Revision, "no traffic moved")
 	})
 
 	t.Run("unknown version starts nothing", func(t *testing.T) {
+		lastRun := func() string {
+			d, err := l.Temporal.DescribeWorkflowExecution(ctx, workflows.WorkflowID(stack.DemoModel), "")
+			require.NoError(t, err)
+			return d.GetWorkflowExecutionInfo().GetExecution().GetRunId()
+		}
+		before := lastRun()
 		_, err := release.Start(ctx, l.Temporal, l.Registry, release.StartOptions{Plan: p, PlanDir: root, Version: "42", StartedBy: "e2e", TaskQueue: l.TaskQueue})
-		require.ErrorContains(t, err, "42")
-		// The last release is still the rolled-back one: nothing new started.
-		require.Equal(t, workflows.OutcomeRolledBack, result().Outcome)
+		require.ErrorContains(t, err, `"42"`)
+		require.Equal(t, before, lastRun(), "no new release started")
 	})
 }
 

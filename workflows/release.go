@@ -246,6 +246,10 @@ func (r *release) promote(ctx workflow.Context) error {
 	if err := workflow.ExecuteActivity(ctx, a.SetTraffic, final).Get(ctx, nil); err != nil {
 		return err
 	}
+	// An abort accepted while the route was retired still rolls back.
+	if err := r.check(); err != nil {
+		return err
+	}
 	r.status.CandidateWeight, r.status.ShadowShare = 100, 0
 	r.status.Outcome, r.status.Reason = OutcomePromoted, "every gate passed"
 	if r.approved != nil {
@@ -336,6 +340,10 @@ func (r *release) bake(ctx workflow.Context, stage Stage, step int, d time.Durat
 
 // traffic ensures the candidate's live weight and shadow share.
 func (r *release) traffic(ctx workflow.Context, weight, shadow int) error {
+	// A rejection or abort taken during a long stage (staging) moves no more traffic.
+	if err := r.check(); err != nil {
+		return err
+	}
 	cand := backend(r.candidate)
 	t := deploy.Traffic{Model: r.plan.Model, Champion: backend(r.champion), Candidate: &cand, CandidateWeight: weight, ShadowShare: shadow}
 	summary := fmt.Sprintf("set candidate traffic to %d%%, shadow %d%%", weight, shadow)

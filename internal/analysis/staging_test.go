@@ -3,6 +3,7 @@ package analysis_test
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -175,7 +176,8 @@ func TestEvaluateStagingHonoursCancellation(t *testing.T) {
 		}
 		mu.Unlock()
 		if ctx.Err() != nil {
-			<-r.Context().Done() // hang until the evaluator gives up on the request
+			_, _ = io.ReadAll(r.Body) // after the body, net/http watches for hang-ups
+			<-r.Context().Done()      // hang until the evaluator gives up on the request
 			return
 		}
 		h.ServeHTTP(w, r)

@@ -74,8 +74,7 @@ var schema = []string{
 // SQLite is the local Registry: one SQLite file that the worker and the CLI may
 // open at the same time.
 type SQLite struct {
-	db   *sql.DB
-	path string
+	db *sql.DB
 }
 
 var _ Registry = (*SQLite)(nil)
@@ -123,7 +122,7 @@ func OpenSQLite(path string) (*SQLite, error) {
 	db.SetConnMaxLifetime(0)
 	db.SetConnMaxIdleTime(0)
 
-	s := &SQLite{db: db, path: path}
+	s := &SQLite{db: db}
 	if err := s.prepare(); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("open registry %s: %w", path, err)

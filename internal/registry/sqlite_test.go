@@ -1,10 +1,13 @@
 package registry
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -316,7 +319,7 @@ func TestTwoHandlesWriteConcurrently(t *testing.T) {
 	}
 
 	const goroutines, writes = 4, 25
-	errs := make(chan error, len(handles)*goroutines*writes*4)
+	errs := make(chan error, len(handles)*goroutines*writes*6) // at most 6 results per write
 	for hi, h := range handles {
 		for g := range goroutines {
 			wg.Go(func() {
@@ -349,6 +352,51 @@ func TestTwoHandlesWriteConcurrently(t *testing.T) {
 		require.NoError(t, err)
 		assert.Len(t, events, len(handles)*goroutines*writes)
 	}
+}
+
+// TestTwoProcessesWriteConcurrently re-runs the test binary as two writer
+// processes on one file, as the worker and the CLI do.
+func TestTwoProcessesWriteConcurrently(t *testing.T) {
+	const writes = 40
+	if path := os.Getenv("REGISTRY_TEST_WRITER_PATH"); path != "" {
+		writer := os.Getenv("REGISTRY_TEST_WRITER_NAME")
+		r, err := OpenSQLite(path)
+		require.NoError(t, err)
+		defer r.Close()
+		ctx := context.Background()
+		for i := range writes {
+			version := fmt.Sprintf("%s-%d", writer, i)
+			require.NoError(t, r.RegisterVersion(ctx, Version{Model: "fraud", Version: version}))
+			require.NoError(t, r.SetAlias(ctx, "fraud", AliasChampion, version))
+			require.NoError(t, r.RecordEvent(ctx, Event{Key: version, Model: "fraud", Kind: "registered"}))
+		}
+		return
+	}
+
+	path := filepath.Join(t.TempDir(), "registry.db")
+	var cmds []*exec.Cmd
+	var outputs []*bytes.Buffer
+	for _, name := range []string{"worker", "cli"} {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestTwoProcessesWriteConcurrently$", "-test.count=1")
+		cmd.Env = append(os.Environ(), "REGISTRY_TEST_WRITER_PATH="+path, "REGISTRY_TEST_WRITER_NAME="+name)
+		out := new(bytes.Buffer)
+		cmd.Stdout, cmd.Stderr = out, out
+		require.NoError(t, cmd.Start())
+		cmds, outputs = append(cmds, cmd), append(outputs, out)
+	}
+	for i, cmd := range cmds {
+		require.NoError(t, cmd.Wait(), "writer process failed:\n%s", outputs[i])
+	}
+
+	r, err := OpenSQLite(path)
+	require.NoError(t, err)
+	defer r.Close()
+	list, err := r.ListVersions(context.Background(), "fraud")
+	require.NoError(t, err)
+	assert.Len(t, list, 2*writes)
+	events, err := r.Events(context.Background(), "fraud")
+	require.NoError(t, err)
+	assert.Len(t, events, 2*writes)
 }
 
 func TestReopenKeepsData(t *testing.T) {

@@ -51,7 +51,9 @@ func Decide(ctx context.Context, c client.Client, model, kind string, req workfl
 		err = h.Get(uctx, &d)
 	}
 	if err != nil {
-		if ctx.Err() == nil && uctx.Err() != nil {
+		// The server gives up on the update a moment before uctx expires.
+		var timedOut *client.WorkflowUpdateServiceTimeoutOrCanceledError
+		if ctx.Err() == nil && (uctx.Err() != nil || errors.As(err, &timedOut)) {
 			return d, fmt.Errorf("%s the release of model %s: no worker took the decision within %s: is the mlrelease worker running? (--signal queues it for when one runs)",
 				kind, model, WorkerTimeout)
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -48,6 +49,7 @@ func runWithDevServer(m *testing.M) int {
 		ExistingPath:  cli,
 		ClientOptions: &client.Options{Namespace: "default", Logger: logger},
 		LogLevel:      "error",
+		Stdout:        io.Discard,
 		ExtraArgs: []string{
 			"--search-attribute", workflows.ModelKey.GetName() + "=Keyword",
 			"--search-attribute", workflows.CandidateVersionKey.GetName() + "=Keyword",
@@ -109,6 +111,14 @@ approval:
 		t.Fatal(err)
 	}
 	return p
+}
+
+var models atomic.Int64
+
+// uniqueModel names a model no earlier test run used: the tests share one server,
+// also under -count.
+func uniqueModel(prefix string) string {
+	return fmt.Sprintf("%s-%d", prefix, models.Add(1))
 }
 
 func ctxFor(t *testing.T) context.Context {
@@ -199,7 +209,7 @@ func TestStartRefusesWhatTheRegistryDoesNotHave(t *testing.T) {
 // second start needs to be refused.
 func TestSecondStartIsAlreadyRunning(t *testing.T) {
 	ctx := ctxFor(t)
-	const model = "wine-dup"
+	model := uniqueModel("wine-dup")
 	reg := newRegistry(t, model)
 	p := fastPlan(t, model)
 	p.Staging.Dataset = "data/eval.csv"
@@ -224,7 +234,7 @@ func TestSecondStartIsAlreadyRunning(t *testing.T) {
 	if !errors.As(err, &started) {
 		t.Errorf("second Start: %v does not wrap WorkflowExecutionAlreadyStarted", err)
 	}
-	want := "a release of model wine-dup is already running (workflow release/wine-dup): watch it with `mlrelease watch wine-dup`, or abort it"
+	want := fmt.Sprintf("a release of model %[1]s is already running (workflow release/%[1]s): watch it with `mlrelease watch %[1]s`, or abort it", model)
 	if err.Error() != want {
 		t.Errorf("second Start:\n got %q\nwant %q", err, want)
 	}
@@ -249,7 +259,7 @@ func TestSecondStartIsAlreadyRunning(t *testing.T) {
 	if v, ok := sa.GetInt64(workflows.CanaryWeightKey); !ok || v != 0 {
 		t.Errorf("weight search attribute %d (set %v)", v, ok)
 	}
-	if s, _ := desc.GetStaticSummary(); s != "release wine-dup 2 (champion 1)" {
+	if s, _ := desc.GetStaticSummary(); s != "release "+model+" 2 (champion 1)" {
 		t.Errorf("static summary %q", s)
 	}
 	details, _ := desc.GetStaticDetails()
@@ -292,6 +302,24 @@ func TestSecondStartIsAlreadyRunning(t *testing.T) {
 		}
 		if _, err := List(ctx, tc, "wine' OR '1'='1"); err == nil {
 			t.Error("List accepted a model name that is not a name")
+		}
+	})
+
+	t.Run("status of a terminated release needs no worker", func(t *testing.T) {
+		if err := tc.TerminateWorkflow(ctx, run.GetID(), run.GetRunID(), "test over"); err != nil {
+			t.Fatal(err)
+		}
+		st, err := GetStatus(ctx, tc, model)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Reason != "the release workflow was terminated" || st.Candidate != "2" || st.StartedBy != "alice" ||
+			!st.ApprovalRequired || len(st.Steps) != 1 {
+			t.Errorf("status %+v", st)
+		}
+		var seen int
+		if _, err := Watch(ctx, tc, model, time.Millisecond, func(workflows.Status) { seen++ }); err == nil || seen != 1 {
+			t.Errorf("Watch of a terminated release: err %v after %d changes; want an error after 1", err, seen)
 		}
 	})
 }
@@ -354,7 +382,7 @@ func startWorker(t *testing.T, reg registry.Registry) string {
 // follows it to promotion. Its status is then read from the result.
 func TestApproveAndWatchToPromotion(t *testing.T) {
 	ctx := ctxFor(t)
-	const model = "wine-ok"
+	model := uniqueModel("wine-ok")
 	reg := newRegistry(t, model)
 	queue := startWorker(t, reg)
 	if _, err := Start(ctx, tc, reg, StartOptions{Plan: fastPlan(t, model), StartedBy: "carol", TaskQueue: queue}); err != nil {
@@ -397,7 +425,12 @@ func TestApproveAndWatchToPromotion(t *testing.T) {
 		t.Errorf("champion after promotion: %v, %v; want version 2", champion.Version, err)
 	}
 
-	// Ended: the status comes from the result, and decisions are refused plainly.
+	// Watch returns at the outcome; the workflow closes after its last notification.
+	var res workflows.Result
+	if err := tc.GetWorkflow(ctx, workflows.WorkflowID(model), "").Get(ctx, &res); err != nil {
+		t.Fatal(err)
+	}
+	// Closed: the status comes from the result, and decisions are refused plainly.
 	st, err := GetStatus(ctx, tc, model)
 	if err != nil || st.Stage != workflows.StagePromoted {
 		t.Errorf("GetStatus after the end: stage %s, err %v", st.Stage, err)
@@ -411,7 +444,7 @@ func TestApproveAndWatchToPromotion(t *testing.T) {
 // A rejection sent as a signal rolls the release back; Watch reports it.
 func TestRejectBySignalRollsBack(t *testing.T) {
 	ctx := ctxFor(t)
-	const model = "wine-rej"
+	model := uniqueModel("wine-rej")
 	reg := newRegistry(t, model)
 	queue := startWorker(t, reg)
 	if _, err := Start(ctx, tc, reg, StartOptions{Plan: fastPlan(t, model), StartedBy: "carol", TaskQueue: queue}); err != nil {

@@ -11,6 +11,8 @@ import (
 	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/converter"
+	"go.temporal.io/sdk/temporal"
 
 	"github.com/mlrelease/mlrelease/workflows"
 )
@@ -60,7 +62,29 @@ func fetch(ctx context.Context, c client.Client, model string) (workflows.Status
 	}
 	// Failed, cancelled, terminated or timed out: no result, so tell what the search
 	// attributes and the close event say.
-	return closedStatus(model, desc, runErr), true, nil
+	st := closedStatus(model, desc, runErr)
+	addInput(ctx, c, &st, desc.WorkflowExecution.RunID)
+	return st, true, nil
+}
+
+// addInput fills in what the release's input says (who started it, the steps, the
+// approval); best effort, since the status is useful without it.
+func addInput(ctx context.Context, c client.Client, st *workflows.Status, runID string) {
+	ev, err := c.GetWorkflowHistory(ctx, st.ReleaseID, runID, false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT).Next()
+	if err != nil {
+		return
+	}
+	var in workflows.ReleaseInput
+	if converter.GetDefaultDataConverter().FromPayloads(ev.GetWorkflowExecutionStartedEventAttributes().GetInput(), &in) != nil {
+		return
+	}
+	st.StartedBy = in.StartedBy
+	st.Steps = in.Plan.Canary.Steps
+	st.ApprovalRequired = in.Plan.Approval.Required
+	st.Approvers = in.Plan.Approval.Approvers
+	if st.Candidate == "" {
+		st.Candidate = in.Plan.Candidate
+	}
 }
 
 // closedStatus is the status of a release that ended without a result.
@@ -89,8 +113,26 @@ func closedStatus(model string, desc *client.WorkflowExecutionDescription, runEr
 	if st.Stage == workflows.StageRolledBack {
 		st.Outcome = workflows.OutcomeRolledBack
 	}
-	st.Reason = fmt.Sprintf("the release workflow ended %s: %v", statusName(desc.Status), runErr)
+	st.Reason = endedReason(desc.Status, runErr)
 	return st
+}
+
+// endedReason says how a workflow without a result ended.
+func endedReason(s enumspb.WorkflowExecutionStatus, runErr error) string {
+	switch s {
+	case enumspb.WORKFLOW_EXECUTION_STATUS_TERMINATED:
+		return "the release workflow was terminated"
+	case enumspb.WORKFLOW_EXECUTION_STATUS_CANCELED:
+		return "the release workflow was cancelled"
+	case enumspb.WORKFLOW_EXECUTION_STATUS_TIMED_OUT:
+		return "the release workflow timed out"
+	}
+	// The execution error only adds the IDs; its cause says what went wrong.
+	var wee *temporal.WorkflowExecutionError
+	if errors.As(runErr, &wee) && errors.Unwrap(wee) != nil {
+		runErr = errors.Unwrap(wee)
+	}
+	return fmt.Sprintf("the release workflow ended %s: %v", statusName(s), runErr)
 }
 
 // Watch polls the model's release every interval until it ends, calling onChange with

@@ -76,6 +76,8 @@ var wantServices = []string{
 	"champion",
 	"candidate",
 	"loadgen",
+	"register-champion",
+	"register-candidate",
 }
 
 // Services built from the repo Dockerfile, and the binary each one runs.
@@ -86,6 +88,9 @@ var ourServices = map[string]string{
 	"candidate": "modelserver",
 	"loadgen":   "loadgen",
 	"cli":       "mlrelease",
+
+	"register-champion":  "mlrelease",
+	"register-candidate": "mlrelease",
 }
 
 func TestComposeServices(t *testing.T) {
@@ -241,6 +246,7 @@ func TestComposeDependsOn(t *testing.T) {
 		"worker": {
 			"temporal":             types.ServiceConditionHealthy,
 			"temporal-admin-tools": types.ServiceConditionCompletedSuccessfully,
+			"register-candidate":   types.ServiceConditionCompletedSuccessfully,
 			"gateway":              types.ServiceConditionStarted,
 			"prometheus":           types.ServiceConditionStarted,
 		},
@@ -550,11 +556,11 @@ func TestDockerfile(t *testing.T) {
 
 	// Demo data copied to the paths the model servers and loadgen read.
 	assert.Regexp(t, `(?m)^COPY\s+examples/demo/models/\s+/models/`, df)
-	assert.Regexp(t, `(?m)^COPY\s+examples/demo/data/\s+/demo-data/`, df)
+	assert.Regexp(t, `(?m)^COPY\s+examples/demo/data/\s+/demo/data/`, df)
 	p := loadCompose(t)
 	paths := map[string]string{ // in-image path -> repo path
 		"/models/":    "examples/demo/models/",
-		"/demo-data/": "examples/demo/data/",
+		"/demo/data/": "examples/demo/data/",
 	}
 	for _, name := range []string{"champion", "candidate", "loadgen"} {
 		for _, arg := range mustService(t, p, name).Command {

@@ -61,10 +61,7 @@ func TestDegradeIsDeterministicAndLeavesTheOriginal(t *testing.T) {
 func TestTrainReproducesCommittedModels(t *testing.T) {
 	train, err := scoring.LoadCSV("../data/train.csv")
 	require.NoError(t, err)
-	for _, opts := range []TrainOptions{
-		{Version: "v1", Epochs: 300, LearningRate: 0.5, L2: 0.01, Seed: 1},
-		{Version: "v2", Epochs: 1500, LearningRate: 0.1, L2: 0.001, Seed: 2},
-	} {
+	for _, opts := range Versions {
 		got, err := Train(train, opts)
 		require.NoError(t, err)
 		want := load(t, opts.Version)

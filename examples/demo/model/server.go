@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
@@ -116,6 +117,18 @@ func (s *server) version(w http.ResponseWriter, _ *http.Request) {
 
 func (s *server) invocations(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
+	// Read the whole body first: only then does net/http notice a client that hangs
+	// up, which ends the added latency early.
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxRequestBytes))
+	if err != nil {
+		status, code := http.StatusBadRequest, "BAD_REQUEST"
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			status, code = http.StatusRequestEntityTooLarge, "REQUEST_TOO_LARGE"
+		}
+		writeJSON(w, status, scoring.ErrorResponse{ErrorCode: code, Message: fmt.Sprintf("read body: %v", err)})
+		return
+	}
 	if s.opts.Latency > 0 {
 		t := time.NewTimer(s.opts.Latency)
 		select {
@@ -133,8 +146,7 @@ func (s *server) invocations(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var req scoring.Request
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxRequestBytes))
-	if err := dec.Decode(&req); err != nil {
+	if err := json.Unmarshal(body, &req); err != nil {
 		badRequest(w, fmt.Sprintf("decode body: %v", err))
 		return
 	}

@@ -158,7 +158,7 @@ func TestErrorRateExtremes(t *testing.T) {
 }
 
 func TestLatencyIsAdded(t *testing.T) {
-	const latency = 40 * time.Millisecond
+	const latency = 100 * time.Millisecond
 	srv := newServer(t, ServerOptions{Latency: latency})
 	ds := evalSet(t)
 	for range 3 {
@@ -206,4 +206,10 @@ func TestNewServerRefusesBadOptions(t *testing.T) {
 		_, err := NewServer(o)
 		assert.Error(t, err, "%+v", o)
 	}
+}
+
+func TestInvocationsRefusesHugeBodies(t *testing.T) {
+	srv := newServer(t, ServerOptions{})
+	code, _ := post(t, srv.URL, `{"instances":[[`+strings.Repeat("1,", maxRequestBytes/2)+`1]]}`)
+	assert.Equal(t, http.StatusRequestEntityTooLarge, code)
 }

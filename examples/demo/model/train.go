@@ -12,6 +12,14 @@ import (
 	"github.com/mlrelease/mlrelease/internal/scoring"
 )
 
+// Versions are the demo's two honest models, written by examples/demo/train. They
+// differ in regularisation and training length, so a release from v1 to v2 is a
+// genuine but harmless change.
+var Versions = []TrainOptions{
+	{Version: "v1", Epochs: 300, LearningRate: 0.5, L2: 0.01, Seed: 1},
+	{Version: "v2", Epochs: 1500, LearningRate: 0.1, L2: 0.001, Seed: 2},
+}
+
 // TrainOptions are the hyper-parameters of Train.
 type TrainOptions struct {
 	Version string

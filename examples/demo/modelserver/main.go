@@ -60,6 +60,9 @@ func run(log *slog.Logger, listen, weightsPath string, opts model.ServerOptions)
 		return err
 	}
 	opts.Weights = w
+	if opts.Version == "" {
+		opts.Version = w.Version
+	}
 	h, err := model.NewServer(opts)
 	if err != nil {
 		return err

@@ -16,13 +16,6 @@ import (
 	"github.com/mlrelease/mlrelease/internal/scoring"
 )
 
-// versions are two honest models that differ in regularisation and training length,
-// so a release from v1 to v2 is a genuine, harmless change.
-var versions = []model.TrainOptions{
-	{Version: "v1", Epochs: 300, LearningRate: 0.5, L2: 0.01, Seed: 1},
-	{Version: "v2", Epochs: 1500, LearningRate: 0.1, L2: 0.001, Seed: 2},
-}
-
 func main() {
 	data := flag.String("data", "examples/demo/data", "directory holding train.csv and eval.csv")
 	out := flag.String("out", "examples/demo/models", "directory for the weights files")
@@ -42,7 +35,7 @@ func run(data, out string) error {
 	if err != nil {
 		return err
 	}
-	for _, opts := range versions {
+	for _, opts := range model.Versions {
 		w, err := model.Train(train, opts)
 		if err != nil {
 			return err

@@ -22,6 +22,8 @@ import (
 	"syscall"
 	"time"
 
+	"go.temporal.io/api/enums/v1"
+	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/sdk/client"
 	tlog "go.temporal.io/sdk/log"
 
@@ -138,7 +140,7 @@ func run(ctx context.Context) error {
 	}
 	defer c.Close()
 	gw := deploy.NewGateway("http://"+gatewayAddr, token, nil)
-	running, err := restoreRoutes(ctx, c, reg, gw)
+	running, err := releaseRunning(ctx, c)
 	if err != nil {
 		return err
 	}
@@ -167,6 +169,9 @@ func run(ctx context.Context) error {
 	// Step 6: the release.
 	webUI := fmt.Sprintf("http://localhost:%d", webUIPort)
 	if running {
+		if err := restoreRoutes(ctx, c, reg, gw); err != nil {
+			return err
+		}
 		fmt.Println("\na release of the demo model was still running: it resumes where it was")
 	} else {
 		p, err := plan.Load(filepath.Join(root, planFile))
@@ -204,7 +209,10 @@ Ctrl-C stops everything.
 			last = line
 		}
 	})
-	if err != nil && !errors.Is(err, context.Canceled) {
+	if ctx.Err() != nil {
+		return nil
+	}
+	if err != nil {
 		fmt.Println("release ended:", err)
 	}
 	fmt.Println("\nthe stack stays up for more releases; Ctrl-C stops it")
@@ -212,28 +220,45 @@ Ctrl-C stops everything.
 	return nil
 }
 
-// restoreRoutes puts back the routes of a release still running from the last run
-// (the gateway keeps them in memory only), and reports whether there is one.
-func restoreRoutes(ctx context.Context, c client.Client, reg registry.Registry, gw deploy.Deployer) (bool, error) {
-	st, err := release.GetStatus(ctx, c, stack.DemoModel)
-	if err != nil || st.Stage.Done() || st.Champion == "" {
+// releaseRunning reports whether a release of the demo model is still running from
+// the last run. It asks the server, so it needs no worker.
+func releaseRunning(ctx context.Context, c client.Client) (bool, error) {
+	d, err := c.DescribeWorkflowExecution(ctx, workflows.WorkflowID(stack.DemoModel), "")
+	var notFound *serviceerror.NotFound
+	switch {
+	case errors.As(err, &notFound):
 		return false, nil
+	case err != nil:
+		return false, err
+	}
+	return d.GetWorkflowExecutionInfo().GetStatus() == enums.WORKFLOW_EXECUTION_STATUS_RUNNING, nil
+}
+
+// restoreRoutes puts back the routes of the running release (the gateway keeps them
+// in memory only), as its status says.
+func restoreRoutes(ctx context.Context, c client.Client, reg registry.Registry, gw deploy.Deployer) error {
+	st, err := release.GetStatus(ctx, c, stack.DemoModel)
+	if err != nil {
+		return err
+	}
+	if st.Champion == "" {
+		return nil // not resolved yet: the release applies its routes itself
 	}
 	champ, err := reg.GetVersion(ctx, stack.DemoModel, st.Champion)
 	if err != nil {
-		return false, err
+		return err
 	}
 	t := deploy.Traffic{Model: stack.DemoModel, Champion: deploy.Backend{Version: champ.Version, URL: champ.Endpoint}}
-	if st.Candidate != "" {
+	if st.Candidate != "" && st.Stage != workflows.StageResolving {
 		cand, err := reg.GetVersion(ctx, stack.DemoModel, st.Candidate)
 		if err != nil {
-			return false, err
+			return err
 		}
 		t.Candidate = &deploy.Backend{Version: cand.Version, URL: cand.Endpoint}
 		t.CandidateWeight, t.ShadowShare = st.CandidateWeight, st.ShadowShare
 	}
 	_, err = gw.Apply(ctx, t)
-	return true, err
+	return err
 }
 
 func randomToken() string {

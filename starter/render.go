@@ -1,0 +1,232 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/mlrelease/mlrelease/internal/analysis"
+	"github.com/mlrelease/mlrelease/internal/release"
+	"github.com/mlrelease/mlrelease/workflows"
+)
+
+const timeFormat = "2006-01-02 15:04:05"
+
+// progressBar draws a percentage as ten cells: progressBar(50) is "[#####-----] 50%".
+// Any traffic at all shows at least one cell.
+func progressBar(percent int) string {
+	const width = 10
+	percent = min(max(percent, 0), 100)
+	filled := (percent*width + 50) / 100
+	if percent > 0 && filled == 0 {
+		filled = 1
+	}
+	return "[" + strings.Repeat("#", filled) + strings.Repeat("-", width-filled) + "] " + strconv.Itoa(percent) + "%"
+}
+
+// stageText is the stage, marked when paused.
+func stageText(st workflows.Status) string {
+	s := string(st.Stage)
+	if s == "" {
+		s = release.StagePending
+	}
+	if st.Paused {
+		s += " (paused)"
+	}
+	return s
+}
+
+// stepText is "step 2/3" during canary steps, else "".
+func stepText(st workflows.Status) string {
+	if st.Step <= 0 {
+		return ""
+	}
+	return fmt.Sprintf("step %d/%d", st.Step, len(st.Steps))
+}
+
+// value formats a measured number; nil is no data.
+func value(v *float64) string {
+	if v == nil {
+		return "no data"
+	}
+	return strconv.FormatFloat(*v, 'g', 4, 64)
+}
+
+// verdicts is the latest analysis round in one line: "error_rate=pass(0.002) ...".
+func verdicts(st workflows.Status) string {
+	n := len(st.Analyses)
+	if n == 0 {
+		return ""
+	}
+	parts := make([]string, 0, len(st.Analyses[n-1].Measurements))
+	for _, m := range st.Analyses[n-1].Measurements {
+		parts = append(parts, fmt.Sprintf("%s=%s(%s)", m.Metric, m.Verdict, value(m.Value)))
+	}
+	return strings.Join(parts, " ")
+}
+
+// watchLine is one line of watch: time, stage, canary weight, step and verdicts.
+func watchLine(st workflows.Status) string {
+	at := st.UpdatedAt
+	if at.IsZero() {
+		at = time.Now()
+	}
+	fields := []string{at.Local().Format("15:04:05"), fmt.Sprintf("%-17s", stageText(st)), fmt.Sprintf("%-17s", progressBar(st.CandidateWeight))}
+	if st.ShadowShare > 0 {
+		fields = append(fields, fmt.Sprintf("shadow %d%%", st.ShadowShare))
+	}
+	for _, s := range []string{stepText(st), verdicts(st)} {
+		if s != "" {
+			fields = append(fields, s)
+		}
+	}
+	return strings.TrimRight(strings.Join(fields, "  "), " ")
+}
+
+// decisionText is one recorded decision: who, when, through what, and a refusal.
+func decisionText(d workflows.Decision) string {
+	s := fmt.Sprintf("%s  %s by %s", d.At.Local().Format(timeFormat), d.Kind, d.Who)
+	via := d.Channel
+	if d.Source != "" {
+		via = d.Source + ", " + d.Channel
+	}
+	if via != "" {
+		s += " (" + via + ")"
+	}
+	if d.Comment != "" {
+		s += ": " + d.Comment
+	}
+	if d.Refused {
+		s += " REFUSED: " + d.Reason
+	}
+	return s
+}
+
+// outcomeText is the last line of a release.
+func outcomeText(st workflows.Status) string {
+	switch {
+	case st.Outcome == workflows.OutcomePromoted:
+		return fmt.Sprintf("promoted: version %s of %s is the champion (%s)", st.Candidate, st.Model, st.Reason)
+	case st.Outcome == workflows.OutcomeRolledBack:
+		return fmt.Sprintf("rolled back: champion %s of %s kept (%s)", st.Champion, st.Model, st.Reason)
+	case st.Reason != "":
+		return fmt.Sprintf("ended at stage %s: %s", stageText(st), st.Reason)
+	}
+	return "stage " + stageText(st)
+}
+
+// statusText renders a release's status for people.
+func statusText(st workflows.Status) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s  stage %s", st.ReleaseID, stageText(st))
+	if !st.UpdatedAt.IsZero() {
+		fmt.Fprintf(&b, ", updated %s", st.UpdatedAt.Local().Format(timeFormat))
+	}
+	b.WriteString("\n")
+	champion := st.Champion
+	if champion == "" {
+		champion = "(not resolved yet)"
+	}
+	fmt.Fprintf(&b, "  model      %s: candidate %s vs champion %s\n", st.Model, st.Candidate, champion)
+	if !st.StartedAt.IsZero() {
+		fmt.Fprintf(&b, "  started    %s", st.StartedAt.Local().Format(timeFormat))
+		if st.StartedBy != "" {
+			fmt.Fprintf(&b, " by %s", st.StartedBy)
+		}
+		b.WriteString("\n")
+	}
+	fmt.Fprintf(&b, "  canary     %s", progressBar(st.CandidateWeight))
+	if s := stepText(st); s != "" {
+		fmt.Fprintf(&b, ", %s", s)
+	}
+	fmt.Fprintf(&b, "; shadow %d%%\n", st.ShadowShare)
+	switch {
+	case st.ApprovalRequired:
+		fmt.Fprintf(&b, "  approval   required from %s\n", strings.Join(st.Approvers, ", "))
+	case len(st.Approvers) > 0:
+		fmt.Fprintf(&b, "  approval   optional, by %s\n", strings.Join(st.Approvers, ", "))
+	default:
+		b.WriteString("  approval   not required\n")
+	}
+
+	if len(st.Gates) > 0 {
+		b.WriteString("\ngates\n")
+		for _, g := range st.Gates {
+			fmt.Fprintf(&b, "  %-5s %s: %s\n", g.Verdict, g.Name, gateText(g))
+		}
+	}
+	if n := len(st.Analyses); n > 0 {
+		r := st.Analyses[n-1]
+		fmt.Fprintf(&b, "\nlatest analysis: %s", r.Stage)
+		if r.Step > 0 {
+			fmt.Fprintf(&b, " step %d", r.Step)
+		}
+		rounds := "1 round"
+		if n > 1 {
+			rounds = strconv.Itoa(n) + " rounds"
+		}
+		fmt.Fprintf(&b, " at %d%%, %s (%s so far)\n", r.Weight, r.At.Local().Format(timeFormat), rounds)
+		for _, m := range r.Measurements {
+			fmt.Fprintf(&b, "  %-5s %s = %s", m.Verdict, m.Metric, value(m.Value))
+			if m.Baseline != nil {
+				fmt.Fprintf(&b, " (champion %s)", value(m.Baseline))
+			}
+			if m.Message != "" {
+				fmt.Fprintf(&b, ": %s", m.Message)
+			}
+			b.WriteString("\n")
+		}
+	}
+	if len(st.Decisions) > 0 {
+		b.WriteString("\ndecisions\n")
+		for _, d := range st.Decisions {
+			b.WriteString("  " + decisionText(d) + "\n")
+		}
+	}
+	if st.Outcome != "" || st.Reason != "" {
+		b.WriteString("\n" + outcomeText(st) + "\n")
+	}
+	return b.String()
+}
+
+func gateText(g analysis.Gate) string {
+	if g.Message != "" {
+		return g.Message
+	}
+	return fmt.Sprintf("%g (limit %g)", g.Value, g.Limit)
+}
+
+// listText writes releases as a table.
+func listText(w io.Writer, rs []release.Release, model string) error {
+	if len(rs) == 0 {
+		if model != "" {
+			_, err := fmt.Fprintf(w, "no releases of model %s\n", model)
+			return err
+		}
+		_, err := fmt.Fprintln(w, "no releases")
+		return err
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "WORKFLOW\tSTATUS\tSTAGE\tCANDIDATE\tWEIGHT\tSTARTED\tCLOSED")
+	for _, r := range rs {
+		closed := "-"
+		if !r.ClosedAt.IsZero() {
+			closed = r.ClosedAt.Local().Format(timeFormat)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d%%\t%s\t%s\n", r.WorkflowID, r.Status, r.Stage, r.Candidate, r.Weight,
+			r.StartedAt.Local().Format(timeFormat), closed)
+	}
+	return tw.Flush()
+}
+
+// decidedText confirms a decision.
+func decidedText(model string, d workflows.Decision) string {
+	id := workflows.WorkflowID(model)
+	if d.Channel == "signal" {
+		return fmt.Sprintf("sent %s to %s as %s by signal: the release checks it when it takes it; see `mlrelease status %s`", d.Kind, id, d.Who, model)
+	}
+	return fmt.Sprintf("%s: %s by %s, recorded at %s", id, d.Kind, d.Who, d.At.Local().Format(timeFormat))
+}
