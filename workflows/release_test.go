@@ -341,6 +341,8 @@ func (s *releaseSuite) assertRolledBack(p plan.Plan, reasonPrefix string) Status
 	s.Equal(st.Reason, rb.Tags[TagReason])
 	s.Equal("rolled_back", rb.Event.Kind)
 	s.Equal(st.Reason, rb.Event.Message)
+	s.Require().NotEmpty(s.notes)
+	s.Equal("rolled back: "+st.Reason, s.notes[len(s.notes)-1].Text, "people are told why")
 	return st
 }
 
@@ -438,6 +440,9 @@ func (s *releaseSuite) TestPromotion() {
 	s.Equal(OutcomePromoted, promoted.Tags[TagOutcome])
 	s.Equal(string(StagePromoted), promoted.Tags[TagStage])
 	s.Equal(res.Reason, promoted.Tags[TagReason])
+
+	s.Require().NotEmpty(s.notes)
+	s.Equal("promoted: "+res.Reason, s.notes[len(s.notes)-1].Text)
 
 	approvals := 0
 	for _, d := range res.Status.Decisions {

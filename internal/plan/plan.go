@@ -250,10 +250,10 @@ func (p *Plan) Validate() error {
 	bad := func(field string, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("%s: "+format, append([]any{field}, args...)...))
 	}
-	if !validName(p.Model) {
+	if !ValidName(p.Model) {
 		bad("model", "%q must be non-empty letters, digits, '.', '_' or '-'", p.Model)
 	}
-	if p.Candidate != "" && !validName(p.Candidate) {
+	if p.Candidate != "" && !ValidName(p.Candidate) {
 		bad("candidate", "%q must be letters, digits, '.', '_' or '-'", p.Candidate)
 	}
 
@@ -385,7 +385,9 @@ func (m Metric) validate(f string) []error {
 	return errs
 }
 
-func validName(s string) bool {
+// ValidName reports whether s is a usable model or version name: letters, digits,
+// '.', '_' and '-', at most 200 characters. Such names are safe in queries and IDs.
+func ValidName(s string) bool {
 	if s == "" || len(s) > 200 {
 		return false
 	}

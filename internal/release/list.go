@@ -11,6 +11,7 @@ import (
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/converter"
 
+	"github.com/mlrelease/mlrelease/internal/plan"
 	"github.com/mlrelease/mlrelease/workflows"
 )
 
@@ -36,7 +37,7 @@ type Release struct {
 func List(ctx context.Context, c client.Client, model string) ([]Release, error) {
 	query := fmt.Sprintf("WorkflowType = '%s'", workflows.WorkflowName)
 	if model != "" {
-		if !validName(model) {
+		if !plan.ValidName(model) {
 			return nil, fmt.Errorf("list releases: model %q must be letters, digits, '.', '_' or '-'", model)
 		}
 		query += fmt.Sprintf(" AND %s = '%s'", workflows.ModelKey.GetName(), model)
@@ -81,17 +82,4 @@ func decode(fields map[string]*commonpb.Payload, name string, v any) {
 	if p, ok := fields[name]; ok {
 		_ = converter.GetDefaultDataConverter().FromPayload(p, v)
 	}
-}
-
-// validName is the plan's rule for model names; List puts the name into a query.
-func validName(s string) bool {
-	if s == "" || len(s) > 200 {
-		return false
-	}
-	for _, r := range s {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
-			return false
-		}
-	}
-	return true
 }

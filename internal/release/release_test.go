@@ -36,8 +36,12 @@ func TestMain(m *testing.M) {
 }
 
 func runWithDevServer(m *testing.M) int {
-	_, file, _, _ := runtime.Caller(0)
-	cli := filepath.Join(filepath.Dir(file), "..", "..", "bin", "temporal")
+	// The test file's directory; go test also runs there, which covers -trimpath.
+	dir := "."
+	if _, file, _, ok := runtime.Caller(0); ok && filepath.IsAbs(file) {
+		dir = filepath.Dir(file)
+	}
+	cli, _ := filepath.Abs(filepath.Join(dir, "..", "..", "bin", "temporal"))
 	if _, err := os.Stat(cli); err != nil {
 		fmt.Fprintf(os.Stderr, "FAIL: the Temporal CLI is missing at %s (%v): run `make temporal` to build it\n", cli, err)
 		return 1
