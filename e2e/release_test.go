@@ -152,7 +152,6 @@ func TestRelease(t *testing.T) {
 		broken := *p
 		broken.Analysis.Metrics = append([]plan.Metric(nil), p.Analysis.Metrics...)
 		broken.Analysis.Metrics[0].Query = `sum(rate(mlrelease_gateway_requests_total{model="{{.Model}}"}[{{.Interval}}])`
-		broken.Shadow.Metrics, broken.PostPromotion.Metrics = broken.Analysis.Metrics, broken.Analysis.Metrics
 		start("3", &broken)
 		// A fault, not a verdict: the workflow fails, after its rollback.
 		err = l.Temporal.GetWorkflow(ctx, workflows.WorkflowID(stack.DemoModel), "").Get(ctx, nil)

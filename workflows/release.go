@@ -166,7 +166,7 @@ func (r *release) shadow(ctx workflow.Context) error {
 	if err := r.traffic(ctx, 0, sh.Share); err != nil {
 		return err
 	}
-	if err := r.bake(ctx, StageShadow, 0, sh.Duration.D(), sh.Metrics); err != nil {
+	if err := r.bake(ctx, StageShadow, 0, sh.Duration.D(), r.plan.ShadowMetrics()); err != nil {
 		return err
 	}
 	r.notify(ctx, fmt.Sprintf("shadow soak passed (%d%% mirrored for %s)", sh.Share, sh.Duration), nil)
@@ -236,7 +236,7 @@ func (r *release) promote(ctx workflow.Context) error {
 	}
 	if w := r.plan.PostPromotion.Watch.D(); w > 0 {
 		r.setStage(ctx, StageWatching)
-		if err := r.bake(ctx, StageWatching, 0, w, r.plan.PostPromotion.Metrics); err != nil {
+		if err := r.bake(ctx, StageWatching, 0, w, r.plan.WatchMetrics()); err != nil {
 			return err
 		}
 	}
@@ -432,7 +432,7 @@ func (r *release) queries() []activities.NamedQuery {
 	var out []activities.NamedQuery
 	seen := map[string]bool{}
 	window := plan.PromDuration(r.plan.Analysis.Interval.D())
-	for _, set := range [][]plan.Metric{r.plan.Shadow.Metrics, r.plan.Analysis.Metrics, r.plan.PostPromotion.Metrics} {
+	for _, set := range [][]plan.Metric{r.plan.ShadowMetrics(), r.plan.Analysis.Metrics, r.plan.WatchMetrics()} {
 		for _, m := range set {
 			q, err := plan.Render(m.Query, plan.QueryVars{Model: r.plan.Model, Variant: deploy.Candidate, Version: r.candidate.Version, Interval: window})
 			if err != nil {

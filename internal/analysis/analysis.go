@@ -113,8 +113,8 @@ func (t *Tally) Add(ms []Measurement) (failure string) {
 			}
 		case Error:
 			mt.ConsecutiveErrors++
-			if mt.ConsecutiveErrors > mt.Metric.ConsecutiveErrorLimit && failure == "" {
-				failure = fmt.Sprintf("metric %s: %d provider errors in a row, limit %d: %s", mt.Name, mt.ConsecutiveErrors, mt.Metric.ConsecutiveErrorLimit, m.Message)
+			if mt.ConsecutiveErrors > mt.Metric.ErrorLimit() && failure == "" {
+				failure = fmt.Sprintf("metric %s: %d provider errors in a row, limit %d: %s", mt.Name, mt.ConsecutiveErrors, mt.Metric.ErrorLimit(), m.Message)
 			}
 		}
 	}
@@ -131,7 +131,7 @@ func (t *Tally) Conclude() (Verdict, string) {
 		if mt.Last == Pass {
 			continue
 		}
-		if mt.Holds >= mt.Metric.MaxHolds {
+		if mt.Holds >= mt.Metric.HoldLimit() {
 			return Fail, fmt.Sprintf("metric %s has no passing measurement after extending the stage %d interval(s) (last: %s)", mt.Name, mt.Holds, lastOr(mt.Last))
 		}
 		verdict, reason = Hold, fmt.Sprintf("metric %s has no passing measurement yet (last: %s); extending", mt.Name, lastOr(mt.Last))

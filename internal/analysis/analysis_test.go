@@ -16,7 +16,7 @@ func f(v float64) *float64 { return &v }
 // metric is a threshold metric with the plan's defaults applied.
 func metric(name string, min, max *float64, change func(*plan.Metric)) plan.Metric {
 	m := plan.Metric{Name: name, Judge: plan.JudgeThreshold, Min: min, Max: max,
-		ConsecutiveErrorLimit: 4, NoData: plan.NoDataHold, MaxHolds: 3}
+		ConsecutiveErrorLimit: intp(4), NoData: plan.NoDataHold, MaxHolds: intp(3)}
 	if change != nil {
 		change(&m)
 	}
@@ -83,7 +83,7 @@ func TestTallyFailsAtFirstFailureByDefault(t *testing.T) {
 }
 
 func TestTallyConsecutiveErrorLimit(t *testing.T) {
-	tally := analysis.NewTally([]plan.Metric{metric("errors", nil, f(0.05), func(m *plan.Metric) { m.ConsecutiveErrorLimit = 2 })})
+	tally := analysis.NewTally([]plan.Metric{metric("errors", nil, f(0.05), func(m *plan.Metric) { m.ConsecutiveErrorLimit = intp(2) })})
 	e := map[string]analysis.Verdict{"errors": analysis.Error}
 	assert.Empty(t, tally.Add(round(e)))
 	assert.Empty(t, tally.Add(round(e)))
@@ -113,7 +113,7 @@ func TestTallyConclude(t *testing.T) {
 	})
 
 	t.Run("a metric never measured is not a pass", func(t *testing.T) {
-		tally := analysis.NewTally([]plan.Metric{metric("a", nil, f(1), nil), metric("b", nil, f(1), func(m *plan.Metric) { m.MaxHolds = 1 })})
+		tally := analysis.NewTally([]plan.Metric{metric("a", nil, f(1), nil), metric("b", nil, f(1), func(m *plan.Metric) { m.MaxHolds = intp(1) })})
 		tally.Add(round(map[string]analysis.Verdict{"a": analysis.Pass}))
 		v, reason := tally.Conclude()
 		assert.Equal(t, analysis.Hold, v)
@@ -150,7 +150,7 @@ func TestTallyConclude(t *testing.T) {
 	})
 
 	t.Run("a tolerated failure as the latest measurement is not a pass", func(t *testing.T) {
-		tally := analysis.NewTally([]plan.Metric{metric("a", nil, f(1), func(m *plan.Metric) { m.FailureLimit = 5; m.MaxHolds = 1 })})
+		tally := analysis.NewTally([]plan.Metric{metric("a", nil, f(1), func(m *plan.Metric) { m.FailureLimit = 5; m.MaxHolds = intp(1) })})
 		assert.Empty(t, tally.Add(round(map[string]analysis.Verdict{"a": analysis.Fail})))
 		v, _ := tally.Conclude()
 		assert.Equal(t, analysis.Hold, v)
@@ -169,3 +169,5 @@ func TestTallyConclude(t *testing.T) {
 		assert.Equal(t, 1, tally.Metrics[1].Holds)
 	})
 }
+
+func intp(i int) *int { return &i }

@@ -75,8 +75,24 @@ type Shadow struct {
 	Share int `yaml:"share" json:"share"`
 	// Duration is how long the soak lasts.
 	Duration Duration `yaml:"duration" json:"duration"`
-	// Metrics gate the soak; default: the analysis metrics.
+	// Metrics gate the soak; empty means the analysis metrics (ShadowMetrics).
 	Metrics []Metric `yaml:"metrics" json:"metrics"`
+}
+
+// ShadowMetrics are the metrics that gate the shadow soak.
+func (p *Plan) ShadowMetrics() []Metric {
+	if len(p.Shadow.Metrics) > 0 {
+		return p.Shadow.Metrics
+	}
+	return p.Analysis.Metrics
+}
+
+// WatchMetrics are the metrics of the post-promotion watch.
+func (p *Plan) WatchMetrics() []Metric {
+	if len(p.PostPromotion.Metrics) > 0 {
+		return p.PostPromotion.Metrics
+	}
+	return p.Analysis.Metrics
 }
 
 // Canary shifts live traffic to the candidate step by step.
@@ -114,12 +130,12 @@ type Metric struct {
 	FailureLimit int `yaml:"failureLimit" json:"failureLimit"`
 	// ConsecutiveErrorLimit is how many provider errors in a row (Prometheus
 	// unreachable) a stage tolerates; they are not metric failures. Default 4.
-	ConsecutiveErrorLimit int `yaml:"consecutiveErrorLimit" json:"consecutiveErrorLimit"`
+	ConsecutiveErrorLimit *int `yaml:"consecutiveErrorLimit" json:"consecutiveErrorLimit"`
 	// NoData is the no-data policy: "hold" (default) or "fail".
 	NoData string `yaml:"noData" json:"noData"`
 	// MaxHolds is how many intervals a bake may be extended while this metric has
 	// no data (policy "hold"). Default 3.
-	MaxHolds int `yaml:"maxHolds" json:"maxHolds"`
+	MaxHolds *int `yaml:"maxHolds" json:"maxHolds"`
 }
 
 // Approval is the human decision before promotion.
@@ -156,7 +172,7 @@ func (a Approval) Allows(who string) bool {
 type PostPromotion struct {
 	// Watch is how long; zero skips the watch.
 	Watch Duration `yaml:"watch" json:"watch"`
-	// Metrics default to the analysis metrics.
+	// Metrics: empty means the analysis metrics (WatchMetrics).
 	Metrics []Metric `yaml:"metrics" json:"metrics"`
 }
 
@@ -204,14 +220,8 @@ func (p *Plan) Default() {
 	for i := range p.Analysis.Metrics {
 		p.Analysis.Metrics[i].defaults()
 	}
-	if len(p.Shadow.Metrics) == 0 {
-		p.Shadow.Metrics = p.Analysis.Metrics
-	}
 	for i := range p.Shadow.Metrics {
 		p.Shadow.Metrics[i].defaults()
-	}
-	if len(p.PostPromotion.Metrics) == 0 {
-		p.PostPromotion.Metrics = p.Analysis.Metrics
 	}
 	for i := range p.PostPromotion.Metrics {
 		p.PostPromotion.Metrics[i].defaults()
@@ -229,18 +239,36 @@ func (p *Plan) Default() {
 	}
 }
 
+// ErrorLimit is ConsecutiveErrorLimit, default 4; 0 fails at the first provider error.
+func (m Metric) ErrorLimit() int {
+	if m.ConsecutiveErrorLimit == nil {
+		return 4
+	}
+	return *m.ConsecutiveErrorLimit
+}
+
+// HoldLimit is MaxHolds, default 3; 0 never extends a stage for missing data.
+func (m Metric) HoldLimit() int {
+	if m.MaxHolds == nil {
+		return 3
+	}
+	return *m.MaxHolds
+}
+
+func intp(i int) *int { return &i }
+
 func (m *Metric) defaults() {
 	if m.Judge == "" {
 		m.Judge = JudgeThreshold
 	}
-	if m.ConsecutiveErrorLimit == 0 {
-		m.ConsecutiveErrorLimit = 4
+	if m.ConsecutiveErrorLimit == nil {
+		m.ConsecutiveErrorLimit = intp(4)
 	}
 	if m.NoData == "" {
 		m.NoData = NoDataHold
 	}
-	if m.MaxHolds == 0 {
-		m.MaxHolds = 3
+	if m.MaxHolds == nil {
+		m.MaxHolds = intp(3)
 	}
 }
 
@@ -373,14 +401,14 @@ func (m Metric) validate(f string) []error {
 	if m.FailureLimit < 0 {
 		bad("failureLimit", "%d must not be negative", m.FailureLimit)
 	}
-	if m.ConsecutiveErrorLimit < 0 {
-		bad("consecutiveErrorLimit", "%d must not be negative", m.ConsecutiveErrorLimit)
+	if m.ErrorLimit() < 0 {
+		bad("consecutiveErrorLimit", "%d must not be negative", m.ErrorLimit())
 	}
 	if m.NoData != NoDataHold && m.NoData != NoDataFail {
 		bad("noData", "%q is not one of %q, %q (no data is never a pass)", m.NoData, NoDataHold, NoDataFail)
 	}
-	if m.MaxHolds < 0 {
-		bad("maxHolds", "%d must not be negative", m.MaxHolds)
+	if m.HoldLimit() < 0 {
+		bad("maxHolds", "%d must not be negative", m.HoldLimit())
 	}
 	return errs
 }

@@ -65,19 +65,19 @@ func TestParseFullPlanAppliesDefaults(t *testing.T) {
 	er := p.Analysis.Metrics[0]
 	assert.Equal(t, plan.JudgeThreshold, er.Judge)
 	assert.Equal(t, plan.NoDataHold, er.NoData)
-	assert.Equal(t, 3, er.MaxHolds)
-	assert.Equal(t, 4, er.ConsecutiveErrorLimit)
+	assert.Equal(t, 3, *er.MaxHolds)
+	assert.Equal(t, 4, *er.ConsecutiveErrorLimit)
 	assert.Zero(t, er.FailureLimit)
 	assert.Nil(t, er.Min)
 	require.NotNil(t, er.Max)
 	assert.Equal(t, 0.05, *er.Max)
 	acc := p.Analysis.Metrics[1]
 	assert.Equal(t, plan.NoDataFail, acc.NoData, "an explicit policy is kept")
-	assert.Equal(t, 5, acc.MaxHolds)
+	assert.Equal(t, 5, *acc.MaxHolds)
 	assert.Equal(t, 2, acc.FailureLimit)
 
-	assert.Equal(t, p.Analysis.Metrics, p.Shadow.Metrics, "shadow defaults to the analysis metrics")
-	assert.Equal(t, p.Analysis.Metrics, p.PostPromotion.Metrics, "the watch defaults to the analysis metrics")
+	assert.Equal(t, p.Analysis.Metrics, p.ShadowMetrics(), "shadow defaults to the analysis metrics")
+	assert.Equal(t, p.Analysis.Metrics, p.WatchMetrics(), "the watch defaults to the analysis metrics")
 	assert.Equal(t, 15*time.Minute, p.PostPromotion.Watch.D())
 
 	assert.True(t, p.Approval.Required)
@@ -229,4 +229,21 @@ func TestDurationJSONRoundTrip(t *testing.T) {
 	require.NoError(t, back.UnmarshalJSON(b))
 	assert.Equal(t, d, back)
 	require.Error(t, back.UnmarshalJSON([]byte(`90`)))
+}
+
+func TestExplicitZeroLimitsStayZero(t *testing.T) {
+	p, err := plan.Parse([]byte(`
+model: m
+analysis:
+  metrics:
+    - name: errors
+      query: up
+      max: 1
+      maxHolds: 0
+      consecutiveErrorLimit: 0
+`))
+	require.NoError(t, err)
+	m := p.Analysis.Metrics[0]
+	assert.Equal(t, 0, m.HoldLimit(), "maxHolds: 0 never extends a stage")
+	assert.Equal(t, 0, m.ErrorLimit(), "consecutiveErrorLimit: 0 fails at the first provider error")
 }
