@@ -77,17 +77,23 @@ func (g *Gateway) putModel(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	applied, err := g.apply(t)
-	if err != nil {
+	switch {
+	case errors.Is(err, deploy.ErrInvalid):
 		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	case err != nil:
+		g.log.Error("traffic not applied", "model", t.Model, "err", err)
+		writeError(w, http.StatusInternalServerError, fmt.Sprintf("traffic not applied, routes unchanged: %v", err))
 		return
 	}
 	writeJSON(w, http.StatusOK, applied)
 }
 
-// apply publishes t as the model's route. The same traffic again keeps the revision,
-// so a retried activity changes nothing.
+// apply publishes t as the model's route, after saving it to the state file when there
+// is one (a route that could not be saved is not published). The same traffic again
+// keeps the revision, so a retried activity changes nothing.
 func (g *Gateway) apply(t deploy.Traffic) (deploy.Applied, error) {
-	rt, err := newRoute(t)
+	rt, err := newRoute(t, g.metrics)
 	if err != nil {
 		return deploy.Applied{}, err
 	}
@@ -104,6 +110,11 @@ func (g *Gateway) apply(t deploy.Traffic) (deploy.Applied, error) {
 	}
 	next := maps.Clone(old)
 	next[t.Model] = rt
+	if g.stateFile != "" {
+		if err := saveState(g.stateFile, next); err != nil {
+			return deploy.Applied{}, err
+		}
+	}
 	g.routes.Store(&next)
 	g.metrics.candidateWeight.WithLabelValues(t.Model).Set(float64(t.CandidateWeight) / 100)
 
@@ -115,6 +126,10 @@ func (g *Gateway) apply(t deploy.Traffic) (deploy.Applied, error) {
 	}
 	g.log.Info("traffic applied", attrs...)
 	return a, nil
+}
+
+func sortApplied(as []deploy.Applied) {
+	slices.SortFunc(as, func(a, b deploy.Applied) int { return strings.Compare(a.Model, b.Model) })
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

@@ -1,16 +1,19 @@
 // Package gateway is mlrelease's data plane: it routes each model's requests between
-// its champion and a candidate by weight, mirrors a share of champion traffic to the
-// candidate, exports per-variant metrics, and takes its routes from a small admin API.
+// its champion and a candidate by weight (sticky per routing key), mirrors a share of
+// champion traffic to the candidate and compares their predictions, joins feedback
+// labels with served predictions, exports per-variant metrics, and takes its routes
+// from a small admin API that saves them to a state file.
 package gateway
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net/http"
 	"net/http/httputil"
 	"sync"
@@ -28,6 +31,9 @@ const (
 	// ShadowHeader marks mirrored requests, so a model server can keep them out of
 	// side effects (billing, feedback joins).
 	ShadowHeader = "X-Mlrelease-Shadow"
+	// RequestIDHeader names every answer (and the requests to model servers); feedback
+	// labels refer to it. A client's own short ID is kept, else the gateway makes one.
+	RequestIDHeader = "X-Request-Id"
 )
 
 // Options configures a Gateway. Registerer is required; the rest have defaults.
@@ -46,6 +52,18 @@ type Options struct {
 	// http.DefaultTransport.
 	Transport http.RoundTripper
 	Shadow    ShadowOptions
+	Feedback  FeedbackOptions
+	// RoutingKeyHeader names the request header (such as X-User-ID) whose value always
+	// reaches the same variant at a given weight; empty routes every request at random.
+	RoutingKeyHeader string
+	// StateFile, when not empty, is where applied routes are saved (atomically) and
+	// read back by New, so a restarted gateway serves the same routes.
+	StateFile string
+	// AgreementTolerance is how far two numeric predictions may differ and still agree,
+	// relative to their magnitude when above 1. Default 0.01.
+	AgreementTolerance float64
+	// Now is the clock of the feedback expiry; nil means time.Now.
+	Now func() time.Time
 }
 
 // ShadowOptions bound the work the shadow mirror may do, so that a slow or dead
@@ -88,16 +106,24 @@ type Gateway struct {
 
 	// routes is an immutable table replaced as a whole, so the data plane reads it
 	// without locks; mu serializes the admin writers that replace it.
-	routes atomic.Pointer[table]
-	mu     sync.Mutex
+	routes    atomic.Pointer[table]
+	mu        sync.Mutex
+	stateFile string
 
-	rand    *lockedRand
+	routingKeyHeader string
+	tolerance        float64
+	idPrefix         string
+	idCounter        atomic.Uint64
+	feedback         *feedbackStore
+	draining         atomic.Bool
+
 	proxy   *httputil.ReverseProxy
 	shadow  *mirror
 	handler http.Handler
 }
 
-// New returns a Gateway with no routes; its shadow workers run until Shutdown.
+// New returns a Gateway with the routes saved in Options.StateFile (none without one);
+// its shadow workers run until Shutdown.
 func New(opts Options) (*Gateway, error) {
 	if opts.Registerer == nil {
 		return nil, errors.New("gateway: Options.Registerer is required")
@@ -116,22 +142,47 @@ func New(opts Options) (*Gateway, error) {
 		opts.Transport = defaultTransport()
 	}
 	opts.Shadow.setDefaults()
+	opts.Feedback.setDefaults()
+	if opts.AgreementTolerance <= 0 {
+		opts.AgreementTolerance = 0.01
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
 
 	m, err := newMetrics(opts.Registerer)
 	if err != nil {
 		return nil, fmt.Errorf("gateway: register metrics: %w", err)
 	}
+	routes := table{}
+	if opts.StateFile != "" {
+		if routes, err = loadState(opts.StateFile, m); err != nil {
+			return nil, err
+		}
+	}
+	var prefix [6]byte
+	_, _ = rand.Read(prefix[:])
 	g := &Gateway{
-		log:      opts.Logger,
-		gatherer: opts.Gatherer,
-		metrics:  m,
-		rand:     newLockedRand(),
+		log:              opts.Logger,
+		gatherer:         opts.Gatherer,
+		metrics:          m,
+		stateFile:        opts.StateFile,
+		routingKeyHeader: http.CanonicalHeaderKey(opts.RoutingKeyHeader),
+		tolerance:        opts.AgreementTolerance,
+		idPrefix:         hex.EncodeToString(prefix[:]) + "-",
+		feedback:         newFeedbackStore(opts.Feedback, opts.Now),
 	}
 	if opts.AdminToken != "" {
 		sum := sha256.Sum256([]byte("Bearer " + opts.AdminToken))
 		g.wantAuth = &sum
 	}
-	g.routes.Store(&table{})
+	g.routes.Store(&routes)
+	for model, rt := range routes {
+		m.candidateWeight.WithLabelValues(model).Set(float64(rt.applied.CandidateWeight) / 100)
+	}
+	if len(routes) > 0 {
+		g.log.Info("routes restored", "file", opts.StateFile, "models", len(routes))
+	}
 	g.proxy = g.newProxy(opts.Transport)
 	g.shadow = newMirror(opts.Shadow, opts.Transport, m, opts.Logger)
 	g.handler = g.newHandler()
@@ -142,9 +193,14 @@ func New(opts Options) (*Gateway, error) {
 // /metrics, /healthz and /readyz.
 func (g *Gateway) Handler() http.Handler { return g.handler }
 
+// Drain makes /readyz answer 503, so a load balancer stops sending new requests while
+// the ones in flight finish. Call it before http.Server.Shutdown.
+func (g *Gateway) Drain() { g.draining.Store(true) }
+
 // Shutdown stops mirroring: it waits for queued copies to be sent, and when ctx ends
 // first it abandons the calls still in flight. Call it after http.Server.Shutdown.
 func (g *Gateway) Shutdown(ctx context.Context) error {
+	g.Drain()
 	return g.shadow.shutdown(ctx)
 }
 
@@ -155,11 +211,21 @@ func (g *Gateway) newHandler() http.Handler {
 	mux.Handle("GET /admin/v1/models", g.authorized(http.HandlerFunc(g.listModels)))
 	mux.Handle("GET /admin/v1/models/{model}", g.authorized(http.HandlerFunc(g.getModel)))
 	mux.Handle("PUT /admin/v1/models/{model}", g.authorized(http.HandlerFunc(g.putModel)))
+	mux.HandleFunc("POST /feedback", g.postFeedback)
 
 	mux.Handle("GET /metrics", promhttp.HandlerFor(g.gatherer, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(g.log.Handler(), slog.LevelError)}))
-	ok := func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) }
-	mux.HandleFunc("GET /healthz", ok)
-	mux.HandleFunc("GET /readyz", ok)
+	// Liveness: the process serves. Readiness: it has its routes (read before the
+	// listener opens) and is not draining.
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if g.draining.Load() {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "draining"})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"status": "ready", "models": len(*g.routes.Load())})
+	})
 	return mux
 }
 
@@ -173,22 +239,4 @@ func defaultTransport() http.RoundTripper {
 	// client and a goroutine forever.
 	t.ResponseHeaderTimeout = time.Minute
 	return t
-}
-
-// lockedRand is a per-gateway source of routing draws. *rand.Rand is not safe for
-// concurrent use, and handlers draw concurrently.
-type lockedRand struct {
-	mu sync.Mutex
-	r  *rand.Rand
-}
-
-func newLockedRand() *lockedRand {
-	return &lockedRand{r: rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))}
-}
-
-// Float64 returns a uniform draw in [0, 1).
-func (l *lockedRand) Float64() float64 {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.r.Float64()
 }

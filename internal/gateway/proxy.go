@@ -1,12 +1,18 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"strconv"
+	"sync"
 	"time"
 
 	"github.com/mlrelease/mlrelease/internal/deploy"
@@ -22,8 +28,14 @@ type callKey struct{}
 // and its outcome back out.
 type call struct {
 	model, variant, version string
+	requestID               string
+	metrics                 *variantMetrics
 	upstream                *url.URL
-	code                    int
+	// body is the whole request body when it was small enough to read first.
+	body []byte
+	code int
+	// answer holds the start of a 2xx answer, to read its predictions.
+	answer *capture
 }
 
 func (g *Gateway) newProxy(transport http.RoundTripper) *httputil.ReverseProxy {
@@ -33,7 +45,14 @@ func (g *Gateway) newProxy(transport http.RoundTripper) *httputil.ReverseProxy {
 			c := pr.In.Context().Value(callKey{}).(*call)
 			pr.Out.URL = c.upstream
 			pr.Out.Host = "" // the model server's own host, not the gateway's
+			if c.body != nil {
+				// A body in memory goes out in the same write as the headers, and without
+				// the 32 KiB copy buffer a streamed body costs per request.
+				pr.Out.Body = io.NopCloser(bytes.NewReader(c.body))
+				pr.Out.ContentLength = int64(len(c.body))
+			}
 			pr.SetXForwarded()
+			pr.Out.Header.Set(RequestIDHeader, c.requestID)
 		},
 		ModifyResponse: func(resp *http.Response) error {
 			c := resp.Request.Context().Value(callKey{}).(*call)
@@ -41,6 +60,11 @@ func (g *Gateway) newProxy(transport http.RoundTripper) *httputil.ReverseProxy {
 			// Set on the upstream's headers, so a model server cannot add its own values.
 			resp.Header.Set(VariantHeader, c.variant)
 			resp.Header.Set(VersionHeader, c.version)
+			resp.Header.Set(RequestIDHeader, c.requestID)
+			if resp.StatusCode >= 200 && resp.StatusCode < 300 && resp.Header.Get("Content-Encoding") == "" {
+				c.answer = newCapture(resp.Body)
+				resp.Body = c.answer
+			}
 			return nil
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
@@ -49,38 +73,175 @@ func (g *Gateway) newProxy(transport http.RoundTripper) *httputil.ReverseProxy {
 				c.code = statusClientClosed
 				return
 			}
-			c.code = http.StatusBadGateway
-			w.Header().Set(VariantHeader, c.variant)
-			w.Header().Set(VersionHeader, c.version)
-			g.log.Warn("model server unreachable", "model", c.model, "variant", c.variant, "version", c.version, "err", err)
-			writeError(w, http.StatusBadGateway, fmt.Sprintf("the %s of model %q (version %q) is unreachable", c.variant, c.model, c.version))
+			c.code = upstreamErrorCode(err)
+			c.answer = nil // a body cut off midway is not a prediction
+			h := w.Header()
+			h.Set(VariantHeader, c.variant)
+			h.Set(VersionHeader, c.version)
+			h.Set(RequestIDHeader, c.requestID)
+			what := "is unreachable"
+			if c.code == http.StatusGatewayTimeout {
+				what = "did not answer in time"
+			}
+			g.log.Warn("model server failed", "model", c.model, "variant", c.variant, "version", c.version, "code", c.code, "err", err)
+			writeError(w, c.code, fmt.Sprintf("the %s of model %q (version %q) %s", c.variant, c.model, c.version, what))
 		},
 	}
 }
 
-// serveModel answers /models/{model}/{rest...} from the variant Pick chooses, and may
-// mirror a champion-served request to the candidate.
+// upstreamErrorCode is the status a client gets when the model server gave no
+// complete answer: 504 when it was too slow, 502 otherwise.
+func upstreamErrorCode(err error) int {
+	var ne net.Error
+	if errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout() {
+		return http.StatusGatewayTimeout
+	}
+	return http.StatusBadGateway
+}
+
+// serveModel answers /models/{model}/{rest...} from the variant Pick chooses, may
+// mirror a champion-served request to the candidate, and reads the answer's
+// predictions for the score histogram, the shadow comparison and the feedback join.
 func (g *Gateway) serveModel(w http.ResponseWriter, r *http.Request) {
 	model := r.PathValue("model")
+	requestID := g.requestID(r)
 	rt := (*g.routes.Load())[model]
 	if rt == nil {
+		w.Header().Set(RequestIDHeader, requestID)
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no routes for model %q", model))
 		return
 	}
-	t := rt.applied.Traffic
+	t := &rt.applied.Traffic
 	rest := r.PathValue("rest")
 
-	variant, b := Pick(t, g.rand.Float64())
+	// The global generator draws per P without a lock; a routing key draws the same
+	// point every time.
+	var u float64
+	if key := g.routingKey(r); key != "" && t.Candidate != nil {
+		u = drawFrom(rt.stickySeed, key)
+	} else {
+		u = rand.Float64()
+	}
+	variant, b := Pick(*t, u)
+	c := &call{model: model, variant: variant, version: b.Version, requestID: requestID,
+		metrics: rt.metrics[variant], upstream: upstreamURL(rt.targets[variant], rest, r.URL.RawQuery)}
+	start := time.Now()
+	if r.ContentLength > 0 && r.ContentLength <= g.shadow.opts.MaxBodyBytes {
+		c.body = make([]byte, r.ContentLength)
+		if _, err := io.ReadFull(r.Body, c.body); err != nil {
+			c.metrics.observe(modePrimary, statusClientClosed, time.Since(start))
+			w.Header().Set(RequestIDHeader, requestID)
+			writeError(w, http.StatusBadRequest, "the request body could not be read: "+err.Error())
+			return
+		}
+	}
+	var cmp *comparison
 	// ShadowShare is checked first so that traffic without a mirror takes one draw.
-	if variant == deploy.Champion && t.ShadowShare > 0 && Mirrored(t, g.rand.Float64()) {
-		g.mirror(r, rt, rest)
+	if variant == deploy.Champion && t.ShadowShare > 0 && Mirrored(*t, rand.Float64()) {
+		cmp = g.mirror(r, c.body, rt, rest, requestID)
 	}
 
-	c := &call{model: model, variant: variant, version: b.Version,
-		upstream: upstreamURL(rt.targets[variant], rest, r.URL.RawQuery)}
-	start := time.Now()
-	// Deferred: ReverseProxy panics with http.ErrAbortHandler when the answer breaks
-	// off midway, and that request still counts.
-	defer func() { g.metrics.observe(model, variant, b.Version, modePrimary, c.code, time.Since(start)) }()
-	g.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callKey{}, c)))
+	func() {
+		// Deferred: ReverseProxy panics with http.ErrAbortHandler when the answer breaks
+		// off midway, and that request still counts.
+		defer func() { c.metrics.observe(modePrimary, c.code, time.Since(start)) }()
+		g.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callKey{}, c)))
+	}()
+	if c.answer == nil {
+		cmp.report(false, nil)
+		return
+	}
+	defer c.answer.release()
+	preds, err := ParsePredictions(c.answer.bytes())
+	if err != nil {
+		cmp.report(false, nil)
+		return
+	}
+	c.metrics.observeScores(modePrimary, preds)
+	if len(preds) > 0 && preds[0].Class != "" {
+		g.feedback.put(requestID, preds[0].Class, c.metrics)
+	}
+	cmp.report(false, preds)
+}
+
+func (g *Gateway) routingKey(r *http.Request) string {
+	if g.routingKeyHeader == "" {
+		return ""
+	}
+	return r.Header.Get(g.routingKeyHeader)
+}
+
+// maxRequestIDLen bounds a client's own request ID, which the gateway keeps in memory.
+const maxRequestIDLen = 128
+
+// requestID is the client's X-Request-Id when it is a short token, else a new one:
+// this process's random prefix and a counter, unique without a random draw per request.
+func (g *Gateway) requestID(r *http.Request) string {
+	if id := r.Header.Get(RequestIDHeader); id != "" && validRequestID(id) {
+		return id
+	}
+	buf := make([]byte, 0, len(g.idPrefix)+14)
+	buf = append(buf, g.idPrefix...)
+	buf = strconv.AppendUint(buf, g.idCounter.Add(1), 36)
+	return string(buf)
+}
+
+func validRequestID(id string) bool {
+	if len(id) > maxRequestIDLen {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		switch c := id[i]; {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '-', c == '_', c == '.', c == ':':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// maxCaptureBytes bounds the answer kept for reading predictions; a larger answer is
+// still proxied whole, but not scored.
+const maxCaptureBytes = 1 << 20
+
+var capturePool = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
+
+// capture passes an answer through to the client and keeps a copy of it.
+type capture struct {
+	io.ReadCloser
+	buf  *[]byte
+	over bool
+}
+
+func newCapture(body io.ReadCloser) *capture {
+	b := capturePool.Get().(*[]byte)
+	*b = (*b)[:0]
+	return &capture{ReadCloser: body, buf: b}
+}
+
+func (c *capture) Read(p []byte) (int, error) {
+	n, err := c.ReadCloser.Read(p)
+	if !c.over {
+		if len(*c.buf)+n > maxCaptureBytes {
+			c.over = true
+		} else {
+			*c.buf = append(*c.buf, p[:n]...)
+		}
+	}
+	return n, err
+}
+
+// bytes is the whole answer, or nil when it was over the cap.
+func (c *capture) bytes() []byte {
+	if c.over {
+		return nil
+	}
+	return *c.buf
+}
+
+func (c *capture) release() {
+	if cap(*c.buf) <= 64<<10 { // keep the pool's buffers small
+		capturePool.Put(c.buf)
+	}
+	c.buf = nil
 }

@@ -24,22 +24,65 @@ func Mirrored(t deploy.Traffic, u float64) bool {
 	return t.Candidate != nil && u < float64(t.ShadowShare)/100
 }
 
+// StickyDraw turns a routing key (a user ID, say) into a fixed draw in [0, 1) for the
+// model's current candidate, to pass to Pick instead of a random one. A key on the
+// candidate at weight w stays there at every weight above w, since [0, w/100) only
+// grows; a new candidate version reshuffles which users see it first.
+func StickyDraw(model, candidateVersion, key string) float64 {
+	return drawFrom(stickySeed(model, candidateVersion), key)
+}
+
+// FNV-1a, written out so that hashing a key allocates nothing.
+const (
+	fnvOffset = 14695981039346656037
+	fnvPrime  = 1099511628211
+)
+
+func stickySeed(model, candidateVersion string) uint64 {
+	h := uint64(fnvOffset)
+	for _, s := range []string{model, candidateVersion} {
+		for i := 0; i < len(s); i++ {
+			h = (h ^ uint64(s[i])) * fnvPrime
+		}
+		h = (h ^ 0) * fnvPrime // a separator, so ("ab","c") and ("a","bc") differ
+	}
+	return h
+}
+
+func drawFrom(seed uint64, key string) float64 {
+	h := seed
+	for i := 0; i < len(key); i++ {
+		h = (h ^ uint64(key[i])) * fnvPrime
+	}
+	// splitmix64's finalizer: FNV's low bits are weak, and the draw uses the high ones.
+	h ^= h >> 30
+	h *= 0xbf58476d1ce4e5b9
+	h ^= h >> 27
+	h *= 0x94d049bb133111eb
+	h ^= h >> 31
+	return float64(h>>11) / (1 << 53)
+}
+
 // table maps a model to its route. A published table is never modified.
 type table map[string]*route
 
-// route is one model's applied traffic with its upstream URLs parsed once.
+// route is one model's applied traffic with its upstream URLs parsed once and its
+// metric series looked up once.
 type route struct {
 	applied deploy.Applied
-	targets map[string]*url.URL // by variant
+	targets map[string]*url.URL        // by variant
+	metrics map[string]*variantMetrics // by variant
+	// stickySeed is StickyDraw's hash state after the model and candidate version.
+	stickySeed uint64
 }
 
 // newRoute validates t and copies it, so a caller changing t later cannot change a
 // published route.
-func newRoute(t deploy.Traffic) (*route, error) {
+func newRoute(t deploy.Traffic, m *metrics) (*route, error) {
 	if err := t.Validate(); err != nil {
 		return nil, err
 	}
-	rt := &route{targets: map[string]*url.URL{}}
+	rt := &route{targets: map[string]*url.URL{}, metrics: map[string]*variantMetrics{}}
 	champion, err := parseUpstream("champion", t.Champion.URL)
 	if err != nil {
 		return nil, err
@@ -53,7 +96,10 @@ func newRoute(t deploy.Traffic) (*route, error) {
 		rt.targets[deploy.Candidate] = candidate
 		c := *t.Candidate
 		t.Candidate = &c
+		rt.metrics[deploy.Candidate] = m.forVariant(t.Model, deploy.Candidate, c.Version)
+		rt.stickySeed = stickySeed(t.Model, c.Version)
 	}
+	rt.metrics[deploy.Champion] = m.forVariant(t.Model, deploy.Champion, t.Champion.Version)
 	rt.applied.Traffic = t
 	return rt, nil
 }

@@ -15,10 +15,49 @@ import (
 // shadowCopy is one request to replay against the candidate. It owns its body and
 // headers: the original request is gone by the time a worker sends it.
 type shadowCopy struct {
-	model, version string
-	method, url    string
-	header         http.Header
-	body           []byte
+	method, url string
+	header      http.Header
+	body        []byte
+	metrics     *variantMetrics // the candidate's
+	cmp         *comparison
+}
+
+// comparison pairs the primary's predictions for one request with the shadow's; the
+// second side to report compares them, so neither waits for the other.
+type comparison struct {
+	tol     float64
+	metrics *variantMetrics // the candidate's
+
+	mu              sync.Mutex
+	reported        int
+	primary, shadow []Prediction
+}
+
+// report gives one side's predictions, nil when that side failed or gave none.
+func (c *comparison) report(shadow bool, preds []Prediction) {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	if shadow {
+		c.shadow = preds
+	} else {
+		c.primary = preds
+	}
+	c.reported++
+	done := c.reported == 2 && c.primary != nil && c.shadow != nil
+	c.mu.Unlock()
+	if !done {
+		return
+	}
+	// Rows beyond the shorter answer have nothing to agree with.
+	for i := range max(len(c.primary), len(c.shadow)) {
+		if i < len(c.primary) && i < len(c.shadow) && Agree(c.primary[i], c.shadow[i], c.tol) {
+			c.metrics.agree.Inc()
+		} else {
+			c.metrics.disagree.Inc()
+		}
+	}
 }
 
 // mirror sends shadow copies from a bounded queue with a fixed set of workers. The
@@ -57,22 +96,35 @@ func newMirror(opts ShadowOptions, transport http.RoundTripper, m *metrics, log 
 	return mr
 }
 
-// mirror queues a copy of r for the candidate. It buffers r's body up to the cap and
-// leaves r.Body reading the same bytes, so the primary sees the request unchanged.
-func (g *Gateway) mirror(r *http.Request, rt *route, rest string) {
+// mirror queues a copy of r, whose body is body when already read, for the candidate
+// and returns the comparison the primary reports to, or nil when the copy was dropped.
+// Otherwise it buffers r's body up to the cap and leaves r.Body reading the same
+// bytes, so the primary sees the request unchanged.
+func (g *Gateway) mirror(r *http.Request, body []byte, rt *route, rest, requestID string) *comparison {
 	model := rt.applied.Model
-	body, err := io.ReadAll(io.LimitReader(r.Body, g.shadow.opts.MaxBodyBytes+1))
-	r.Body = struct {
-		io.Reader
-		io.Closer
-	}{io.MultiReader(bytes.NewReader(body), r.Body), r.Body}
+	if q := g.shadow.queue; len(q) == cap(q) {
+		// Full (a slow candidate): drop before copying anything, so the primary pays
+		// nothing for a copy that would be dropped anyway.
+		g.metrics.shadowDropped.WithLabelValues(model).Inc()
+		return nil
+	}
+	var err error
+	if body == nil && r.ContentLength != 0 {
+		// A body of unknown length (or over the cap): read up to the cap.
+		body, err = io.ReadAll(io.LimitReader(r.Body, g.shadow.opts.MaxBodyBytes+1))
+		r.Body = struct {
+			io.Reader
+			io.Closer
+		}{io.MultiReader(bytes.NewReader(body), r.Body), r.Body}
+	}
 	if err != nil || int64(len(body)) > g.shadow.opts.MaxBodyBytes {
 		g.metrics.shadowDropped.WithLabelValues(model).Inc()
-		return
+		return nil
 	}
+	vm := rt.metrics[deploy.Candidate]
 	c := shadowCopy{
-		model:   model,
-		version: rt.applied.Candidate.Version,
+		metrics: vm,
+		cmp:     &comparison{tol: g.tolerance, metrics: vm},
 		method:  r.Method,
 		url:     upstreamURL(rt.targets[deploy.Candidate], rest, r.URL.RawQuery).String(),
 		header:  r.Header.Clone(),
@@ -82,9 +134,12 @@ func (g *Gateway) mirror(r *http.Request, rt *route, rest string) {
 		c.header.Del(h)
 	}
 	c.header.Set(ShadowHeader, "true")
+	c.header.Set(RequestIDHeader, requestID)
 	if !g.shadow.offer(c) {
 		g.metrics.shadowDropped.WithLabelValues(model).Inc()
+		return nil
 	}
+	return c.cmp
 }
 
 // hopHeaders belong to one connection and must not be replayed on another.
@@ -111,6 +166,7 @@ func (m *mirror) send(c shadowCopy) {
 	defer cancel()
 	start := time.Now()
 	code := http.StatusBadGateway
+	var answer []byte
 	req, err := http.NewRequestWithContext(ctx, c.method, c.url, bytes.NewReader(c.body))
 	if err == nil {
 		req.Header = c.header
@@ -118,20 +174,32 @@ func (m *mirror) send(c shadowCopy) {
 		// RoundTrip rather than a Client: like the primary, a shadow does not follow
 		// redirects.
 		if resp, err = m.transport.RoundTrip(req); err == nil {
-			// Read the answer so the timeout covers it and the connection is reused;
-			// comparing it with the champion's is a later step.
-			_, err = io.Copy(io.Discard, io.LimitReader(resp.Body, m.opts.MaxBodyBytes))
+			// Read the whole answer so the timeout covers it and the connection is reused.
+			answer, err = io.ReadAll(io.LimitReader(resp.Body, m.opts.MaxBodyBytes))
 			resp.Body.Close()
 			code = resp.StatusCode
+			if err != nil {
+				code = upstreamErrorCode(err)
+			}
+		} else {
+			code = upstreamErrorCode(err)
 		}
 	}
 	if m.ctx.Err() != nil {
 		return // abandoned at shutdown: says nothing about the candidate
 	}
+	vm := c.metrics
 	if err != nil {
-		m.log.Debug("shadow copy failed", "model", c.model, "version", c.version, "err", err)
+		m.log.Debug("shadow copy failed", "model", vm.model, "version", vm.version, "err", err)
 	}
-	m.metrics.observe(c.model, deploy.Candidate, c.version, modeShadow, code, time.Since(start))
+	vm.observe(modeShadow, code, time.Since(start))
+	var preds []Prediction
+	if err == nil && code >= 200 && code < 300 {
+		if preds, err = ParsePredictions(answer); err == nil {
+			vm.observeScores(modeShadow, preds)
+		}
+	}
+	c.cmp.report(true, preds)
 }
 
 func (m *mirror) shutdown(ctx context.Context) error {

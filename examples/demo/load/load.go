@@ -1,13 +1,19 @@
 // Package load sends a steady stream of prediction requests, one random dataset row
-// each, to a model endpoint: the live traffic that a demo release analyses.
+// each, to a model endpoint: the live traffic that a demo release analyses. It can
+// also send each row's true label to the gateway's POST /feedback after a delay, as
+// ground truth arrives in production, and spread requests over simulated users.
 package load
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net/http"
 	"strconv"
 	"sync"
 	"time"
@@ -37,7 +43,21 @@ type Options struct {
 	ReportEvery time.Duration
 	// Logger receives the progress logs; nil discards them.
 	Logger *slog.Logger
+
+	// FeedbackURL, when set (e.g. http://127.0.0.1:8080/feedback), receives each
+	// answered row's true label, FeedbackDelay after the answer, joined by the
+	// request's X-Request-Id. Labels still waiting when ctx ends are not sent.
+	FeedbackURL   string
+	FeedbackDelay time.Duration
+	// Users, when above 0, sends each request as one of that many users (in the
+	// UserHeader, default X-User-ID), so a gateway can keep each user on one variant.
+	Users      int
+	UserHeader string
 }
+
+// RequestIDHeader carries the ID that feedback refers to; the gateway keeps a
+// client's own ID.
+const RequestIDHeader = "X-Request-Id"
 
 // Summary counts what Run sent. Sent = OK + the sum of Errors.
 type Summary struct {
@@ -46,6 +66,10 @@ type Summary struct {
 	// Errors counts failed requests by HTTP status ("503") or "transport" for
 	// requests that got no answer.
 	Errors map[string]int `json:"errors"`
+	// Labels counts feedback the gateway accepted; LabelErrors feedback it refused or
+	// that got no answer.
+	Labels      int `json:"labels"`
+	LabelErrors int `json:"label_errors"`
 }
 
 func (s *Summary) add(err error) {
@@ -63,7 +87,8 @@ func (s *Summary) add(err error) {
 }
 
 func (s Summary) minus(prev Summary) Summary {
-	d := Summary{Sent: s.Sent - prev.Sent, OK: s.OK - prev.OK, Errors: map[string]int{}}
+	d := Summary{Sent: s.Sent - prev.Sent, OK: s.OK - prev.OK, Errors: map[string]int{},
+		Labels: s.Labels - prev.Labels, LabelErrors: s.LabelErrors - prev.LabelErrors}
 	for k, v := range s.Errors {
 		if v != prev.Errors[k] {
 			d.Errors[k] = v - prev.Errors[k]
@@ -88,8 +113,16 @@ func Run(ctx context.Context, opts Options) (Summary, error) {
 	if opts.URL == "" || opts.Dataset == nil || len(opts.Dataset.Rows) == 0 {
 		return Summary{}, errors.New("load: need a URL and a dataset with rows")
 	}
-	if opts.Rate < 0 || opts.Concurrency < 0 || opts.Requests < 0 {
-		return Summary{}, fmt.Errorf("load: rate %v, concurrency %d and requests %d must not be negative", opts.Rate, opts.Concurrency, opts.Requests)
+	if opts.Rate < 0 || opts.Concurrency < 0 || opts.Requests < 0 || opts.Users < 0 || opts.FeedbackDelay < 0 {
+		return Summary{}, fmt.Errorf("load: rate %v, concurrency %d, requests %d, users %d and feedback delay %v must not be negative",
+			opts.Rate, opts.Concurrency, opts.Requests, opts.Users, opts.FeedbackDelay)
+	}
+	if opts.FeedbackURL != "" && len(opts.Dataset.Labels) != len(opts.Dataset.Rows) {
+		return Summary{}, errors.New("load: feedback needs the dataset's labels")
+	}
+	userHeader := opts.UserHeader
+	if userHeader == "" {
+		userHeader = "X-User-ID"
 	}
 	conc := opts.Concurrency
 	if conc == 0 {
@@ -118,7 +151,11 @@ func Run(ctx context.Context, opts Options) (Summary, error) {
 		mu    sync.Mutex
 		total = Summary{Errors: map[string]int{}}
 		wg    sync.WaitGroup
+		// labels waiting for their delay; they end with ctx, unlike requests in flight
+		pendingLabels sync.WaitGroup
 	)
+	// Request IDs unique across runs: a run prefix and the request's number.
+	runID := strconv.FormatInt(time.Now().UnixNano(), 36)
 	snapshot := func() Summary {
 		mu.Lock()
 		defer mu.Unlock()
@@ -141,6 +178,7 @@ func Run(ctx context.Context, opts Options) (Summary, error) {
 				now := snapshot()
 				d := now.minus(prev)
 				log.Info("load progress", "interval", every, "sent", d.Sent, "ok", d.OK, "errors", d.Errors,
+					"labels", d.Labels, "label_errors", d.LabelErrors,
 					"total_sent", now.Sent, "total_ok", now.OK, "total_errors", now.Errors)
 				prev = now
 			}
@@ -174,21 +212,91 @@ send:
 			<-slots
 			break send
 		}
-		row := ds.Rows[rng.IntN(len(ds.Rows))]
+		idx := rng.IntN(len(ds.Rows))
+		row := ds.Rows[idx]
+		reqClient := client
+		requestID := ""
+		if opts.FeedbackURL != "" || opts.Users > 0 {
+			c := *client
+			c.Header = client.Header.Clone()
+			if c.Header == nil {
+				c.Header = http.Header{}
+			}
+			if opts.FeedbackURL != "" {
+				requestID = "load-" + runID + "-" + strconv.Itoa(i)
+				c.Header.Set(RequestIDHeader, requestID)
+			}
+			if opts.Users > 0 {
+				c.Header.Set(userHeader, "user-"+strconv.Itoa(rng.IntN(opts.Users)))
+			}
+			reqClient = &c
+		}
 		wg.Go(func() {
 			defer func() { <-slots }()
 			rctx, cancel := context.WithTimeout(reqCtx, timeout)
 			defer cancel()
-			_, err := client.Invoke(rctx, opts.URL, &scoring.Request{
+			_, err := reqClient.Invoke(rctx, opts.URL, &scoring.Request{
 				DataframeSplit: &scoring.DataframeSplit{Columns: ds.Columns, Data: [][]float64{row}},
 			})
 			mu.Lock()
 			total.add(err)
 			mu.Unlock()
+			if err != nil || requestID == "" {
+				return
+			}
+			pendingLabels.Go(func() {
+				t := time.NewTimer(opts.FeedbackDelay)
+				defer t.Stop()
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+				}
+				fctx, cancel := context.WithTimeout(reqCtx, timeout)
+				defer cancel()
+				err := sendLabel(fctx, client.HTTP, opts.FeedbackURL, requestID, ds.Labels[idx])
+				if err != nil {
+					log.Debug("feedback not accepted", "request_id", requestID, "err", err)
+				}
+				mu.Lock()
+				if err != nil {
+					total.LabelErrors++
+				} else {
+					total.Labels++
+				}
+				mu.Unlock()
+			})
 		})
 	}
 	wg.Wait()
+	pendingLabels.Wait()
 	close(reportDone)
 	<-reportStopped
 	return snapshot(), nil
+}
+
+// sendLabel posts one true label to the gateway's feedback endpoint.
+func sendLabel(ctx context.Context, hc *http.Client, url, requestID, label string) error {
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	body, err := json.Marshal(map[string]any{"request_id": requestID, "label": scoring.Prediction(label)})
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("feedback answered %s: %s", resp.Status, bytes.TrimSpace(msg))
+	}
+	return nil
 }

@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# The gateway benchmark: wrk against the upstream directly, nginx (Debian's) and our
+# gateway, all proxying the same upstream on this machine in one run; then the
+# gateway's primary latency with 100% shadow to an upstream that takes 200 ms, against
+# the same without shadow. Everything listens on loopback and is stopped at the end.
+#
+#   bench/gateway/run.sh            # or: make bench-gateway
+#   DURATION=20s CONNECTIONS=128 bench/gateway/run.sh
+#
+# Needs Go, nginx and wrk (Debian: apt-get install nginx wrk).
+set -euo pipefail
+
+DURATION=${DURATION:-10s}
+CONNECTIONS=${CONNECTIONS:-64}
+THREADS=${THREADS:-2}
+ROUNDS=${ROUNDS:-2}
+PORT_UPSTREAM=19001 PORT_SLOW=19002 PORT_NGINX=19080 PORT_GATEWAY=19081
+
+cd "$(dirname "$0")/../.."
+for tool in nginx wrk go curl; do
+	command -v "$tool" >/dev/null || { echo "bench-gateway needs $tool (Debian: apt-get install -y nginx wrk)" >&2; exit 1; }
+done
+
+tmp=$(mktemp -d)
+pids=()
+cleanup() {
+	for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+	wait 2>/dev/null || true
+	rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+go build -o "$tmp/gateway" ./gateway
+go build -o "$tmp/upstream" ./bench/gateway/upstream
+
+wait_up() { # url
+	for _ in $(seq 100); do curl -fs -o /dev/null "$1" -X POST -d '{}' && return 0; sleep 0.1; done
+	echo "$1 did not come up" >&2; return 1
+}
+
+"$tmp/upstream" -listen 127.0.0.1:$PORT_UPSTREAM & pids+=($!)
+"$tmp/upstream" -listen 127.0.0.1:$PORT_SLOW -delay 200ms & pids+=($!)
+
+# nginx as teams run it in front of model servers: upstream keepalive, HTTP/1.1,
+# no access log (the gateway keeps no per-request log either).
+mkdir -p "$tmp/nginx"
+cat >"$tmp/nginx/nginx.conf" <<CONF
+daemon off;
+worker_processes auto;
+pid $tmp/nginx/nginx.pid;
+error_log $tmp/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+	access_log off;
+	client_body_temp_path $tmp/nginx/body;
+	proxy_temp_path $tmp/nginx/proxy;
+	fastcgi_temp_path $tmp/nginx/fastcgi;
+	uwsgi_temp_path $tmp/nginx/uwsgi;
+	scgi_temp_path $tmp/nginx/scgi;
+	upstream model { server 127.0.0.1:$PORT_UPSTREAM; keepalive 256; }
+	server {
+		listen 127.0.0.1:$PORT_NGINX;
+		location /models/bench/ {
+			proxy_pass http://model/;
+			proxy_http_version 1.1;
+			proxy_set_header Connection "";
+		}
+	}
+}
+CONF
+nginx -p "$tmp/nginx" -c "$tmp/nginx/nginx.conf" & pids+=($!)
+
+MLRELEASE_GATEWAY_LISTEN=127.0.0.1:$PORT_GATEWAY MLRELEASE_GATEWAY_ADMIN_TOKEN=bench \
+	"$tmp/gateway" 2>"$tmp/gateway.log" & pids+=($!)
+
+route() { # candidate-url weight shadow
+	curl -fsS -o /dev/null -X PUT -H 'Authorization: Bearer bench' \
+		"http://127.0.0.1:$PORT_GATEWAY/admin/v1/models/bench" \
+		-d "{\"champion\":{\"version\":\"1\",\"url\":\"http://127.0.0.1:$PORT_UPSTREAM\"},\"candidate\":{\"version\":\"2\",\"url\":\"$1\"},\"candidateWeight\":$2,\"shadowShare\":$3}"
+}
+# Routing on: half the requests go to each variant (both the same fast upstream here).
+for _ in $(seq 50); do curl -fs -o /dev/null "http://127.0.0.1:$PORT_GATEWAY/readyz" && break; sleep 0.1; done
+route "http://127.0.0.1:$PORT_UPSTREAM" 50 0
+
+cat >"$tmp/post.lua" <<'LUA'
+wrk.method = "POST"
+wrk.body = '{"dataframe_split": {"columns": ["alcohol", "malic_acid", "ash"], "data": [[13.2, 1.78, 2.14]]}}'
+wrk.headers["Content-Type"] = "application/json"
+LUA
+
+direct=http://127.0.0.1:$PORT_UPSTREAM/invocations
+viaNginx=http://127.0.0.1:$PORT_NGINX/models/bench/invocations
+viaGateway=http://127.0.0.1:$PORT_GATEWAY/models/bench/invocations
+wait_up "$direct"; wait_up "$viaNginx"; wait_up "$viaGateway"
+
+# bench NAME URL: one wrk run; prints "NAME rps p50_ms p99_ms".
+to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v*=1000}; printf "%.3f", v}'; }
+bench() {
+	local out
+	out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "$tmp/post.lua" "$2")
+	if grep -q 'Non-2xx' <<<"$out"; then echo "$1: non-2xx answers:" >&2; echo "$out" >&2; exit 1; fi
+	local rps p50 p99
+	rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
+	p50=$(awk '$1=="50%" {print $2}' <<<"$out" | to_ms)
+	p99=$(awk '$1=="99%" {print $2}' <<<"$out" | to_ms)
+	printf '%s %s %s %s\n' "$1" "$rps" "$p50" "$p99"
+}
+
+echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION, $ROUNDS round(s); $(nproc) cores; $(nginx -v 2>&1); $(go version | cut -d' ' -f3)"
+# Warm up connections and caches, then measure the three side by side, interleaved.
+wrk -t"$THREADS" -c"$CONNECTIONS" -d2s -s "$tmp/post.lua" "$viaGateway" >/dev/null
+wrk -t"$THREADS" -c"$CONNECTIONS" -d2s -s "$tmp/post.lua" "$viaNginx" >/dev/null
+results=()
+for round in $(seq "$ROUNDS"); do
+	results+=("$(bench direct "$direct")" "$(bench nginx "$viaNginx")" "$(bench gateway "$viaGateway")")
+done
+
+# Shadow: the candidate takes 200 ms and gets a copy of every request; the client
+# always gets the champion's answer. Alternated with the same route without shadow.
+for round in $(seq "$ROUNDS"); do
+	route "http://127.0.0.1:$PORT_SLOW" 0 0
+	results+=("$(bench gateway-no-shadow "$viaGateway")")
+	route "http://127.0.0.1:$PORT_SLOW" 0 100
+	results+=("$(bench gateway-shadow-100%-slow "$viaGateway")")
+done
+dropped=$(curl -fs "http://127.0.0.1:$PORT_GATEWAY/metrics" | awk '/^mlrelease_gateway_shadow_dropped_total/ {print $2}')
+shadowed=$(curl -fs "http://127.0.0.1:$PORT_GATEWAY/metrics" | awk '/^mlrelease_gateway_requests_total.*mode="shadow"/ {s+=$2} END {print s+0}')
+
+printf '%s\n' "${results[@]}" | awk -v dropped="${dropped:-0}" -v shadowed="$shadowed" '
+	{ n[$1]++; rps[$1]+=$2; p50[$1]+=$3; p99[$1]+=$4; if (!($1 in seen)) { order[++k]=$1; seen[$1]=1 } }
+	END {
+		printf "\n%-26s %12s %10s %10s\n", "target", "requests/s", "p50 ms", "p99 ms"
+		for (i=1; i<=k; i++) { t=order[i]; printf "%-26s %12.0f %10.3f %10.3f\n", t, rps[t]/n[t], p50[t]/n[t], p99[t]/n[t] }
+		d50=p50["direct"]/n["direct"]; d99=p99["direct"]/n["direct"]
+		printf "\nthroughput gateway/nginx: %.2fx\n", (rps["gateway"]/n["gateway"])/(rps["nginx"]/n["nginx"])
+		printf "added over direct: nginx p50 +%.3f ms p99 +%.3f ms; gateway p50 +%.3f ms p99 +%.3f ms\n",
+			p50["nginx"]/n["nginx"]-d50, p99["nginx"]/n["nginx"]-d99, p50["gateway"]/n["gateway"]-d50, p99["gateway"]/n["gateway"]-d99
+		a=p99["gateway-no-shadow"]/n["gateway-no-shadow"]; b=p99["gateway-shadow-100%-slow"]/n["gateway-shadow-100%-slow"]
+		printf "primary p99 with 100%% slow shadow vs without: %.3f ms vs %.3f ms (%+.1f%%); shadow copies sent %d, dropped %d\n", b, a, (b/a-1)*100, shadowed, dropped
+	}'
