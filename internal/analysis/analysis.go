@@ -35,16 +35,19 @@ type Measurement struct {
 	BaselineQuery string    `json:"baselineQuery,omitempty"`
 	Message       string    `json:"message"`
 	At            time.Time `json:"at"`
+	// Evidence is what a rate, latency or drift judge used: sample sizes, statistic,
+	// e-value and p-value, the resolved queries, warnings.
+	Evidence *Evidence `json:"evidence,omitempty"`
+	// State is a sequential judge's accumulated evidence, handed back to it at the
+	// next interval. The workflow carries it and keeps it out of the status.
+	State *JudgeState `json:"state,omitempty"`
 }
 
 // JudgeThreshold judges a candidate value against the metric's bounds. A nil or NaN
 // value is no data, judged by the metric's no-data policy.
 func JudgeThreshold(m plan.Metric, v *float64) (Verdict, string) {
 	if v == nil || math.IsNaN(*v) {
-		if m.NoData == plan.NoDataFail {
-			return Fail, "no data (policy: fail)"
-		}
-		return Hold, "no data (policy: hold)"
+		return noData(m, "no data")
 	}
 	if m.Min != nil && *v < *m.Min {
 		return Fail, fmt.Sprintf("%.4g is below min %.4g", *v, *m.Min)
@@ -54,6 +57,23 @@ func JudgeThreshold(m plan.Metric, v *float64) (Verdict, string) {
 	}
 	return Pass, fmt.Sprintf("%.4g is within %s", *v, bounds(m))
 }
+
+// noData judges a measurement without data by the metric's policy. A pass says so
+// loudly: the plan asked for it explicitly.
+func noData(m plan.Metric, what string) (Verdict, string) {
+	switch m.NoData {
+	case plan.NoDataFail:
+		return Fail, what + " (policy: fail)"
+	case plan.NoDataPass:
+		if m.AllowNoDataPass {
+			return Pass, what + " (policy: pass) " + NoDataPassWarning
+		}
+	}
+	return Hold, what + " (policy: hold)"
+}
+
+// NoDataPassWarning marks a pass that rests on no data.
+const NoDataPassWarning = "WARNING: passed without data because the plan says noData: pass"
 
 func bounds(m plan.Metric) string {
 	lo, hi := "-inf", "+inf"
@@ -80,7 +100,9 @@ type MetricTally struct {
 	Failures          int         `json:"failures"`
 	ConsecutiveErrors int         `json:"consecutiveErrors"`
 	Holds             int         `json:"holds"`
-	Last              Verdict     `json:"last"`
+	// Inconclusive counts Hold measurements (no data, too small a sample).
+	Inconclusive int     `json:"inconclusive"`
+	Last         Verdict `json:"last"`
 }
 
 // NewTally starts a stage's tally over the given metrics.
@@ -103,7 +125,13 @@ func (t *Tally) Add(ms []Measurement) (failure string) {
 		mt.Measurements++
 		mt.Last = m.Verdict
 		switch m.Verdict {
-		case Pass, Hold:
+		case Hold:
+			mt.ConsecutiveErrors = 0
+			mt.Inconclusive++
+			if lim := mt.Metric.InconclusiveLimit; lim != nil && mt.Inconclusive > *lim && failure == "" {
+				failure = fmt.Sprintf("metric %s was inconclusive %d time(s), limit %d: %s", mt.Name, mt.Inconclusive, *lim, m.Message)
+			}
+		case Pass:
 			mt.ConsecutiveErrors = 0
 		case Fail:
 			mt.ConsecutiveErrors = 0

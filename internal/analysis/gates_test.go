@@ -118,3 +118,29 @@ func TestJudgeStagingNoAnswersIsNeverAPass(t *testing.T) {
 		})
 	}
 }
+
+func TestJudgeStagingPerClassAndRelativeLatency(t *testing.T) {
+	drop := 0.05
+	s := plan.Staging{MinAccuracy: 0.5, MaxAccuracyDrop: &drop, MaxClassAccuracyDrop: &drop, MaxP99LatencyIncrease: 0.2}
+	champion := analysis.StagingReport{Requests: 200, N: 200, Correct: 180, Accuracy: 0.9, P99: 100 * time.Millisecond,
+		PerClass: map[string]analysis.ClassAccuracy{"a": {N: 100, Correct: 95}, "b": {N: 100, Correct: 85}}}
+	candidate := analysis.StagingReport{Requests: 200, N: 200, Correct: 180, Accuracy: 0.9, P99: 130 * time.Millisecond,
+		PerClass: map[string]analysis.ClassAccuracy{"a": {N: 100, Correct: 99}, "b": {N: 100, Correct: 81}}}
+	byName := map[string]analysis.Gate{}
+	for _, g := range analysis.JudgeStaging(s, champion, candidate) {
+		byName[g.Name] = g
+	}
+	assert.Equal(t, analysis.Pass, byName["accuracy_vs_champion"].Verdict, "overall accuracy is the same")
+	assert.Equal(t, analysis.Pass, byName["class_accuracy_vs_champion:a"].Verdict)
+	assert.Equal(t, analysis.Pass, byName["class_accuracy_vs_champion:b"].Verdict, "0.81 vs 0.85: within 0.05")
+	assert.Equal(t, analysis.Fail, byName["p99_latency_vs_champion"].Verdict, "30% slower, 20% allowed")
+	assert.InDelta(t, 0.3, byName["p99_latency_vs_champion"].Value, 1e-9)
+
+	candidate.PerClass["b"] = analysis.ClassAccuracy{N: 100, Correct: 70}
+	for _, g := range analysis.JudgeStaging(s, champion, candidate) {
+		if g.Name == "class_accuracy_vs_champion:b" {
+			assert.Equal(t, analysis.Fail, g.Verdict, g.Message)
+			assert.Contains(t, g.Message, "class b: candidate accuracy 0.7000 (n=100) vs champion 0.8500")
+		}
+	}
+}

@@ -63,3 +63,33 @@ func (p *Prometheus) Value(ctx context.Context, query string, at time.Time) (*fl
 	}
 	return &f, nil
 }
+
+// Buckets runs an instant query at time at whose result is one series per histogram
+// bucket ("sum by (le) (..._bucket{...})") and returns the values by their "le"
+// label. An empty result is an empty map (no data); a series without "le" makes the
+// query rejected.
+func (p *Prometheus) Buckets(ctx context.Context, query string, at time.Time) (map[string]float64, error) {
+	v, _, _, err := p.api.Query(ctx, query, at)
+	if err != nil {
+		var perr *v1.Error
+		if errors.As(err, &perr) && (perr.Type == v1.ErrBadData || perr.Type == v1.ErrExec) {
+			return nil, fmt.Errorf("%w: %s: %s", ErrQueryRejected, query, perr.Msg)
+		}
+		return nil, fmt.Errorf("query prometheus: %w", err)
+	}
+	vec, ok := v.(model.Vector)
+	if !ok {
+		return nil, fmt.Errorf("%w: %s returned a %s; want one series per bucket (sum by (le) of a _bucket counter)", ErrQueryRejected, query, v.Type())
+	}
+	out := make(map[string]float64, len(vec))
+	for _, s := range vec {
+		le, ok := s.Metric[model.BucketLabel]
+		if !ok {
+			return nil, fmt.Errorf("%w: %s returned a series without an \"le\" label; aggregate it with sum by (le)", ErrQueryRejected, query)
+		}
+		if f := float64(s.Value); !math.IsNaN(f) {
+			out[string(le)] = f
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,431 @@
+package analysis
+
+import (
+	"fmt"
+	"math"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/mlrelease/mlrelease/internal/plan"
+)
+
+// Counts are cumulative counter readings of one arm, by series: "events" and "total"
+// for the rate judge; histogram bucket upper bounds ("0.005", "+Inf") for the latency
+// and drift judges.
+type Counts map[string]float64
+
+// Series keys of the rate judge's counts.
+const (
+	KeyEvents = "events"
+	KeyTotal  = "total"
+)
+
+// Reading is one read of a metric's counters for both arms.
+type Reading struct {
+	Candidate Counts `json:"candidate"`
+	Champion  Counts `json:"champion"`
+}
+
+// JudgeState is a counting judge's evidence since its stage started. It travels from
+// one interval's analysis to the next through the workflow, so that a stage (the
+// whole canary, across its steps) is judged on all its data, and a sequential test
+// keeps its guarantee across every look.
+type JudgeState struct {
+	// Last is the latest cumulative reading; increments are taken from it.
+	Last Reading `json:"last"`
+	// Total is the sum of the increments since the stage started.
+	Total Reading `json:"total"`
+	// Batches counts the readings with new data.
+	Batches int `json:"batches"`
+	// Tests are the sequential tests so far: one for a rate, one per quantile for
+	// latency.
+	Tests []RateMixture `json:"tests,omitempty"`
+	// MaxLogE is the largest log e-value seen; 1/exp(MaxLogE) is the anytime-valid
+	// p-value.
+	MaxLogE float64 `json:"maxLogE"`
+}
+
+// Evidence is what a counting judge's verdict rests on.
+type Evidence struct {
+	// CandidateN and ChampionN are the sample sizes since the stage started: trials
+	// (rate) or histogram observations (latency, drift).
+	CandidateN float64 `json:"candidateN"`
+	ChampionN  float64 `json:"championN"`
+	// CandidateEvents and ChampionEvents are the rate judge's events.
+	CandidateEvents float64 `json:"candidateEvents,omitempty"`
+	ChampionEvents  float64 `json:"championEvents,omitempty"`
+	// Statistic names Value: "rate ratio", "e-value", "psi".
+	// Value is nil where the statistic is undefined (a ratio over a zero rate).
+	Statistic string   `json:"statistic"`
+	Value     *float64 `json:"value,omitempty"`
+	// EValue is a sequential judge's e-value now; it fails at 1/alpha (Threshold).
+	// PValue is the anytime-valid p-value: 1 / the largest e-value so far.
+	EValue    *float64 `json:"eValue,omitempty"`
+	PValue    *float64 `json:"pValue,omitempty"`
+	Threshold float64  `json:"threshold,omitempty"`
+	// PSI and JS are the drift judge's divergences.
+	PSI *float64 `json:"psi,omitempty"`
+	JS  *float64 `json:"js,omitempty"`
+	// Quantiles are the latency judge's per-quantile estimates and e-values.
+	Quantiles []QuantileEvidence `json:"quantiles,omitempty"`
+	// MinSamples is the candidate sample size needed to pass.
+	MinSamples int `json:"minSamples"`
+	// Queries are the resolved queries, candidate's first.
+	Queries []string `json:"queries"`
+	Warning string   `json:"warning,omitempty"`
+}
+
+// QuantileEvidence is one latency quantile's comparison.
+type QuantileEvidence struct {
+	Quantile float64 `json:"quantile"`
+	// Candidate and Champion are the quantile's estimates since the stage started
+	// (linear within a bucket, as Prometheus's histogram_quantile).
+	Candidate float64 `json:"candidate"`
+	Champion  float64 `json:"champion"`
+	EValue    float64 `json:"eValue"`
+}
+
+// Start begins a stage's state from the reading at the stage's start.
+func Start(at Reading) JudgeState {
+	return JudgeState{Last: at, Total: Reading{Candidate: Counts{}, Champion: Counts{}}}
+}
+
+// JudgeCounts judges a rate, latency or drift metric on a new reading of its
+// counters, given the state so far, and returns the new state. A verdict is Fail as
+// soon as the evidence is strong enough (a sequential test may fail on any sample),
+// Hold while the candidate's sample is below the metric's minimum (or there is no
+// data, by the metric's no-data policy), and Pass otherwise.
+func JudgeCounts(m plan.Metric, prev JudgeState, now Reading) (Verdict, string, *Evidence, JudgeState) {
+	st := prev
+	st.Total = Reading{Candidate: cloneCounts(prev.Total.Candidate), Champion: cloneCounts(prev.Total.Champion)}
+	st.Tests = append([]RateMixture(nil), prev.Tests...)
+	for i := range st.Tests {
+		st.Tests[i].LogLR = append([]float64(nil), st.Tests[i].LogLR...)
+	}
+	inc := Reading{Candidate: increments(prev.Last.Candidate, now.Candidate), Champion: increments(prev.Last.Champion, now.Champion)}
+	st.Last = Reading{Candidate: merge(prev.Last.Candidate, now.Candidate), Champion: merge(prev.Last.Champion, now.Champion)}
+	if sum(inc.Candidate) > 0 || sum(inc.Champion) > 0 {
+		st.Batches++
+	}
+	for k, v := range inc.Candidate {
+		st.Total.Candidate[k] += v
+	}
+	for k, v := range inc.Champion {
+		st.Total.Champion[k] += v
+	}
+	ev := &Evidence{MinSamples: m.MinSampleSize()}
+	var v Verdict
+	var msg string
+	switch m.Judge {
+	case plan.JudgeRate:
+		v, msg = judgeRate(m, prev.Last, inc, &st, ev)
+	case plan.JudgeLatency:
+		v, msg = judgeLatency(m, prev.Last, inc, &st, ev)
+	case plan.JudgeDrift:
+		v, msg = judgeDrift(m, &st, ev)
+	default:
+		return Error, fmt.Sprintf("judge %q does not count", m.Judge), nil, prev
+	}
+	if v == Pass && strings.Contains(msg, NoDataPassWarning) {
+		ev.Warning = NoDataPassWarning
+	}
+	return v, msg, ev, st
+}
+
+// sequentialVerdict applies the common rule of the sequential judges.
+func sequentialVerdict(m plan.Metric, logE float64, st *JudgeState, ev *Evidence, n float64, what string) (Verdict, string) {
+	st.MaxLogE = math.Max(st.MaxLogE, logE)
+	// Capped so that it stays a JSON number; far past any threshold.
+	e, p := math.Exp(math.Min(logE, 700)), math.Min(1, math.Exp(-st.MaxLogE))
+	alpha := m.AlphaOrDefault()
+	ev.EValue, ev.PValue, ev.Threshold = &e, &p, 1/alpha
+	switch {
+	case logE >= math.Log(1/alpha):
+		return Fail, fmt.Sprintf("%s; e-value %.3g reached %.3g (anytime p %.2g <= alpha %.3g)", what, e, 1/alpha, p, alpha)
+	case n < float64(m.MinSampleSize()):
+		return Hold, fmt.Sprintf("%s; e-value %.3g below %.3g, but %.0f of the %d samples needed to pass", what, e, 1/alpha, n, m.MinSampleSize())
+	}
+	return Pass, fmt.Sprintf("%s; e-value %.3g below %.3g (anytime p %.2g), %.0f samples", what, e, 1/alpha, p, n)
+}
+
+func judgeRate(m plan.Metric, _ Reading, inc Reading, st *JudgeState, ev *Evidence) (Verdict, string) {
+	if len(st.Tests) == 0 {
+		st.Tests = []RateMixture{{}}
+	}
+	x, nc := clampEvents(inc.Candidate[KeyEvents], inc.Candidate[KeyTotal])
+	y, nb := clampEvents(inc.Champion[KeyEvents], inc.Champion[KeyTotal])
+	rho0 := 1 + m.Tolerance
+	st.Tests[0].Add(x, y, nc, nb, rho0)
+
+	ex, n := clampEvents(st.Total.Candidate[KeyEvents], st.Total.Candidate[KeyTotal])
+	ey, nbt := clampEvents(st.Total.Champion[KeyEvents], st.Total.Champion[KeyTotal])
+	ev.CandidateN, ev.ChampionN, ev.CandidateEvents, ev.ChampionEvents = n, nbt, ex, ey
+	ev.Statistic = "rate ratio"
+	if n == 0 || nbt == 0 {
+		return noData(m, fmt.Sprintf("no data: candidate %.0f and champion %.0f trials since the stage started", n, nbt))
+	}
+	rc, rb := ex/n, ey/nbt
+	ratio := "undefined"
+	if rb > 0 {
+		r := rc / rb
+		ev.Value = &r
+		ratio = fmt.Sprintf("%.3g", r)
+	}
+	what := fmt.Sprintf("candidate %.0f/%.0f (%.3g%%) vs champion %.0f/%.0f (%.3g%%), ratio %s (tolerated %.3g)",
+		ex, n, 100*rc, ey, nbt, 100*rb, ratio, rho0)
+	return sequentialVerdict(m, st.Tests[0].LogE(), st, ev, n, what)
+}
+
+func judgeLatency(m plan.Metric, last Reading, inc Reading, st *JudgeState, ev *Evidence) (Verdict, string) {
+	qs := m.QuantilesOrDefault()
+	if len(st.Tests) != len(qs) {
+		st.Tests = make([]RateMixture, len(qs))
+	}
+	cb, cc := buckets(inc.Candidate), buckets(inc.Champion)
+	// The champion's quantile is read from its whole history before this batch, so
+	// the threshold is fixed before the batch's data is seen (a predictable choice
+	// keeps the product of likelihood ratios a supermartingale).
+	history := buckets(last.Champion)
+	for i, q := range qs {
+		xb, ok := history.upperBound(q)
+		if !ok {
+			continue
+		}
+		xc, ok := cb.boundAtLeast(xb * (1 + m.Tolerance))
+		if !ok {
+			continue
+		}
+		nc, nb := cb.total(), cc.total()
+		st.Tests[i].Add(nc-cb.at(xc), nb-cc.at(xb), nc, nb, 1)
+	}
+	tc, tb := buckets(st.Total.Candidate), buckets(st.Total.Champion)
+	n := tc.total()
+	ev.CandidateN, ev.ChampionN, ev.Statistic = n, tb.total(), "e-value"
+	if n == 0 || tb.total() == 0 {
+		return noData(m, fmt.Sprintf("no data: candidate %.0f and champion %.0f observations since the stage started", n, tb.total()))
+	}
+	// The mean of e-values is an e-value: the quantiles share alpha adaptively.
+	var e float64
+	parts := make([]string, 0, len(qs))
+	for i, q := range qs {
+		ei := math.Exp(math.Min(st.Tests[i].LogE(), 700))
+		e += ei / float64(len(qs))
+		qe := QuantileEvidence{Quantile: q, Candidate: tc.quantile(q), Champion: tb.quantile(q), EValue: ei}
+		ev.Quantiles = append(ev.Quantiles, qe)
+		parts = append(parts, fmt.Sprintf("p%s candidate %.3gs vs champion %.3gs", strconv.FormatFloat(100*q, 'f', -1, 64), qe.Candidate, qe.Champion))
+	}
+	ev.Value = &e
+	what := strings.Join(parts, ", ") + fmt.Sprintf(" (tolerated slowdown %.3g%%)", 100*m.Tolerance)
+	return sequentialVerdict(m, math.Log(e), st, ev, n, what)
+}
+
+func judgeDrift(m plan.Metric, st *JudgeState, ev *Evidence) (Verdict, string) {
+	tc, tb := buckets(st.Total.Candidate), buckets(st.Total.Champion)
+	n, nb := tc.total(), tb.total()
+	ev.CandidateN, ev.ChampionN, ev.Statistic = n, nb, "psi"
+	if n == 0 || nb == 0 {
+		return noData(m, fmt.Sprintf("no data: candidate %.0f and champion %.0f observations since the stage started", n, nb))
+	}
+	bounds := unionBounds(tc, tb)
+	pc, pb := tc.bins(bounds), tb.bins(bounds)
+	psi, js := PSI(pc, pb), JensenShannon(pc, pb)
+	ev.Value, ev.PSI, ev.JS = &psi, &psi, &js
+	what := fmt.Sprintf("PSI %.3g (max %.3g), Jensen-Shannon %.3g (max %.3g) on %.0f candidate and %.0f champion observations",
+		psi, m.PSILimit(), js, m.JSLimit(), n, nb)
+	switch {
+	case psi > m.PSILimit() || js > m.JSLimit():
+		if n < float64(m.MinSampleSize()) {
+			return Hold, what + fmt.Sprintf("; above a limit, but %.0f of the %d samples needed to judge", n, m.MinSampleSize())
+		}
+		return Fail, what
+	case n < float64(m.MinSampleSize()):
+		return Hold, what + fmt.Sprintf("; %.0f of the %d samples needed to pass", n, m.MinSampleSize())
+	case psi > 0.1:
+		ev.Warning = "PSI above 0.1: a moderate shift"
+	}
+	return Pass, what
+}
+
+// increments are the counters' growth since last. A counter below its last reading
+// was reset (a restart): its whole value is new.
+func increments(last, now Counts) Counts {
+	out := Counts{}
+	for k, v := range now {
+		d := v - last[k]
+		if d < 0 {
+			d = v
+		}
+		out[k] = d
+	}
+	return out
+}
+
+// merge keeps last's readings of series that are missing now (not scraped yet after
+// a restart), so that their growth is not counted twice when they come back.
+func merge(last, now Counts) Counts {
+	out := cloneCounts(last)
+	for k, v := range now {
+		out[k] = v
+	}
+	return out
+}
+
+func cloneCounts(c Counts) Counts {
+	out := make(Counts, len(c))
+	for k, v := range c {
+		out[k] = v
+	}
+	return out
+}
+
+func sum(c Counts) float64 {
+	var s float64
+	for _, v := range c {
+		s += v
+	}
+	return s
+}
+
+// clampEvents keeps events within 0..total, whatever the queries returned.
+func clampEvents(events, total float64) (float64, float64) {
+	total = math.Max(total, 0)
+	return math.Min(math.Max(events, 0), total), total
+}
+
+// histogram is cumulative bucket counts by upper bound, ascending, +Inf last.
+type histogram struct {
+	le  []float64
+	cum []float64
+}
+
+func buckets(c Counts) histogram {
+	var h histogram
+	keys := make([]float64, 0, len(c))
+	byBound := map[float64]float64{}
+	for k, v := range c {
+		b, err := strconv.ParseFloat(k, 64)
+		if err != nil {
+			continue
+		}
+		keys = append(keys, b)
+		byBound[b] = v
+	}
+	sort.Float64s(keys)
+	for _, b := range keys {
+		h.le = append(h.le, b)
+		h.cum = append(h.cum, byBound[b])
+	}
+	return h
+}
+
+func (h histogram) total() float64 {
+	if len(h.le) == 0 || !math.IsInf(h.le[len(h.le)-1], 1) {
+		return 0
+	}
+	return h.cum[len(h.cum)-1]
+}
+
+// at is the cumulative count at bound b (which must be one of the bounds).
+func (h histogram) at(b float64) float64 {
+	for i, x := range h.le {
+		if x == b {
+			return h.cum[i]
+		}
+	}
+	return 0
+}
+
+// upperBound is the smallest finite bound at or above the q-quantile.
+func (h histogram) upperBound(q float64) (float64, bool) {
+	n := h.total()
+	if n == 0 {
+		return 0, false
+	}
+	for i, b := range h.le {
+		if !math.IsInf(b, 1) && h.cum[i] >= q*n {
+			return b, true
+		}
+	}
+	return 0, false
+}
+
+// boundAtLeast is the smallest finite bound >= x (with a relative slack for float
+// rounding in x).
+func (h histogram) boundAtLeast(x float64) (float64, bool) {
+	for _, b := range h.le {
+		if !math.IsInf(b, 1) && b >= x*(1-1e-9) {
+			return b, true
+		}
+	}
+	return 0, false
+}
+
+// quantile interpolates linearly within the bucket holding the q-quantile, as
+// Prometheus's histogram_quantile does; the first bucket starts at 0.
+func (h histogram) quantile(q float64) float64 {
+	n := h.total()
+	if n == 0 {
+		return math.NaN()
+	}
+	rank := q * n
+	lo, below := 0.0, 0.0
+	for i, b := range h.le {
+		if h.cum[i] >= rank {
+			if math.IsInf(b, 1) {
+				return lo
+			}
+			in := h.cum[i] - below
+			if in <= 0 {
+				return b
+			}
+			return lo + (b-lo)*(rank-below)/in
+		}
+		lo, below = b, h.cum[i]
+	}
+	return lo
+}
+
+func unionBounds(a, b histogram) []float64 {
+	seen := map[float64]bool{}
+	var out []float64
+	for _, h := range []histogram{a, b} {
+		for _, x := range h.le {
+			if !seen[x] {
+				seen[x] = true
+				out = append(out, x)
+			}
+		}
+	}
+	sort.Float64s(out)
+	return out
+}
+
+// bins turns cumulative counts into per-bucket counts on the given bounds.
+func (h histogram) bins(bounds []float64) []float64 {
+	out := make([]float64, len(bounds))
+	prev := 0.0
+	for i, b := range bounds {
+		c := prev
+		for j, x := range h.le {
+			if x == b {
+				c = h.cum[j]
+			}
+		}
+		out[i] = math.Max(c-prev, 0)
+		prev = math.Max(c, prev)
+	}
+	return out
+}
+
+// Clone copies the state deeply, so that judging never changes the caller's copy.
+func (s JudgeState) Clone() JudgeState {
+	c := s
+	c.Last = Reading{Candidate: cloneCounts(s.Last.Candidate), Champion: cloneCounts(s.Last.Champion)}
+	c.Total = Reading{Candidate: cloneCounts(s.Total.Candidate), Champion: cloneCounts(s.Total.Champion)}
+	c.Tests = make([]RateMixture, len(s.Tests))
+	for i, t := range s.Tests {
+		c.Tests[i].LogLR = append([]float64(nil), t.LogLR...)
+	}
+	return c
+}

@@ -1,0 +1,254 @@
+package analysis_test
+
+import (
+	"encoding/json"
+	"math"
+	"math/rand/v2"
+	"strconv"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"gonum.org/v1/gonum/stat/distuv"
+
+	"github.com/mlrelease/mlrelease/internal/analysis"
+	"github.com/mlrelease/mlrelease/internal/plan"
+)
+
+func rateMetric(change func(*plan.Metric)) plan.Metric {
+	m := plan.Metric{Name: "error-rate", Judge: plan.JudgeRate, Query: "errors", TotalQuery: "requests",
+		ConsecutiveErrorLimit: intp(4), NoData: plan.NoDataHold, MaxHolds: intp(3), MinSamples: intp(100)}
+	if change != nil {
+		change(&m)
+	}
+	return m
+}
+
+func rateReading(ce, ct, be, bt float64) analysis.Reading {
+	return analysis.Reading{
+		Candidate: analysis.Counts{analysis.KeyEvents: ce, analysis.KeyTotal: ct},
+		Champion:  analysis.Counts{analysis.KeyEvents: be, analysis.KeyTotal: bt},
+	}
+}
+
+func TestJudgeRate(t *testing.T) {
+	m := rateMetric(nil)
+	// The champion has served for a while before the stage; the candidate is new.
+	st := analysis.Start(analysis.Reading{Candidate: analysis.Counts{}, Champion: analysis.Counts{analysis.KeyEvents: 500, analysis.KeyTotal: 50000}})
+
+	v, msg, ev, st := analysis.JudgeCounts(m, st, rateReading(1, 40, 502, 50160))
+	assert.Equal(t, analysis.Hold, v, msg)
+	assert.Contains(t, msg, "40 of the 100 samples needed to pass")
+	assert.Equal(t, 40.0, ev.CandidateN)
+	assert.Equal(t, 160.0, ev.ChampionN, "counted from the stage's start, not the champion's lifetime")
+	assert.Equal(t, 2.0, ev.ChampionEvents)
+
+	v, msg, ev, st = analysis.JudgeCounts(m, st, rateReading(2, 140, 505, 50460))
+	assert.Equal(t, analysis.Pass, v, msg)
+	assert.InDelta(t, (2.0/140)/(5.0/460), *ev.Value, 1e-12)
+	require.NotNil(t, ev.EValue)
+	assert.Less(t, *ev.EValue, 20.0)
+	assert.Equal(t, 20.0, ev.Threshold)
+	assert.Equal(t, 2, st.Batches)
+
+	// A broken candidate: half its requests fail.
+	for i := range 5 {
+		v, msg, ev, st = analysis.JudgeCounts(m, st, rateReading(2+float64(i+1)*50, 140+float64(i+1)*100, 505, 50460+float64(i+1)*100))
+		if v == analysis.Fail {
+			break
+		}
+	}
+	assert.Equal(t, analysis.Fail, v, msg)
+	assert.GreaterOrEqual(t, *ev.EValue, 20.0)
+	assert.LessOrEqual(t, *ev.PValue, 0.05)
+	assert.Contains(t, msg, "e-value")
+}
+
+func TestJudgeRateCounterResetAndNoData(t *testing.T) {
+	m := rateMetric(func(m *plan.Metric) { m.MinSamples = intp(0) })
+	st := analysis.Start(rateReading(0, 0, 0, 0))
+	v, msg, _, st := analysis.JudgeCounts(m, st, analysis.Reading{Candidate: analysis.Counts{}, Champion: analysis.Counts{analysis.KeyTotal: 10}})
+	assert.Equal(t, analysis.Hold, v)
+	assert.Contains(t, msg, "no data")
+
+	v, _, _, _ = analysis.JudgeCounts(rateMetric(func(m *plan.Metric) { m.NoData = plan.NoDataFail }), st, rateReading(0, 0, 0, 20))
+	assert.Equal(t, analysis.Fail, v, "policy fail")
+
+	pass := rateMetric(func(m *plan.Metric) { m.NoData, m.AllowNoDataPass = plan.NoDataPass, true })
+	v, msg, ev, _ := analysis.JudgeCounts(pass, st, rateReading(0, 0, 0, 20))
+	assert.Equal(t, analysis.Pass, v)
+	assert.Contains(t, msg, "WARNING")
+	assert.Equal(t, analysis.NoDataPassWarning, ev.Warning)
+
+	// The candidate's counters restart (gateway restart): the new values are new counts.
+	_, _, _, st = analysis.JudgeCounts(m, st, rateReading(3, 300, 1, 300))
+	_, _, ev, st = analysis.JudgeCounts(m, st, rateReading(1, 50, 2, 400))
+	assert.Equal(t, 350.0, ev.CandidateN)
+	assert.Equal(t, 4.0, ev.CandidateEvents)
+	assert.Equal(t, 400.0, ev.ChampionN)
+
+	// Judging leaves the caller's state alone: a retried activity judges the same.
+	before := st.Clone()
+	analysis.JudgeCounts(m, st, rateReading(50, 100, 2, 500))
+	assert.Equal(t, before, st)
+}
+
+// hist builds cumulative bucket counts from per-bucket counts on the bounds.
+func hist(bounds []float64, counts []float64) analysis.Counts {
+	c := analysis.Counts{}
+	var cum float64
+	for i, b := range bounds {
+		cum += counts[i]
+		c[strconv.FormatFloat(b, 'g', -1, 64)] = cum
+	}
+	c["+Inf"] = cum + counts[len(bounds)]
+	return c
+}
+
+func addCounts(a, b analysis.Counts) analysis.Counts {
+	out := analysis.Counts{}
+	for k, v := range b {
+		out[k] = v + a[k]
+	}
+	return out
+}
+
+func TestJudgeLatency(t *testing.T) {
+	bounds := []float64{0.01, 0.02, 0.05, 0.1, 0.2, 0.5}
+	m := plan.Metric{Name: "latency", Judge: plan.JudgeLatency, Query: "q", NoData: plan.NoDataHold, MinSamples: intp(100)}
+	same := []float64{100, 500, 300, 80, 15, 4, 1}
+	slower := []float64{10, 100, 400, 300, 150, 35, 5}
+
+	run := func(candidate []float64) (analysis.Verdict, string, *analysis.Evidence) {
+		champ := hist(bounds, same)
+		st := analysis.Start(analysis.Reading{Candidate: analysis.Counts{}, Champion: champ})
+		cand := analysis.Counts{}
+		var v analysis.Verdict
+		var msg string
+		var ev *analysis.Evidence
+		for range 5 {
+			cand = addCounts(cand, hist(bounds, candidate))
+			champ = addCounts(champ, hist(bounds, same))
+			v, msg, ev, st = analysis.JudgeCounts(m, st, analysis.Reading{Candidate: cand, Champion: champ})
+			if v == analysis.Fail {
+				break
+			}
+		}
+		return v, msg, ev
+	}
+	v, msg, ev := run(same)
+	assert.Equal(t, analysis.Pass, v, msg)
+	require.Len(t, ev.Quantiles, 2)
+	// histogram_quantile(0.5) on [100, 500, 300, ...] of 1000: 0.01 + 0.01*(500-100)/500
+	assert.InDelta(t, 0.018, ev.Quantiles[0].Champion, 1e-12)
+	assert.InDelta(t, 0.018, ev.Quantiles[0].Candidate, 1e-12)
+	// 0.99: rank 990 in the 0.1..0.2 bucket (cum 980 -> 995): 0.1 + 0.1*10/15
+	assert.InDelta(t, 0.1+0.1*10/15, ev.Quantiles[1].Champion, 1e-12)
+
+	v, msg, ev = run(slower)
+	assert.Equal(t, analysis.Fail, v, msg)
+	assert.Greater(t, ev.Quantiles[0].Candidate, ev.Quantiles[0].Champion)
+	assert.Contains(t, msg, "p50 candidate")
+}
+
+func TestJudgeDrift(t *testing.T) {
+	bounds := []float64{0.2, 0.4, 0.6, 0.8}
+	m := plan.Metric{Name: "score-drift", Judge: plan.JudgeDrift, Query: "q", NoData: plan.NoDataHold, MinSamples: intp(500)}
+	champ := []float64{100, 320, 400, 140, 40}
+	st := analysis.Start(analysis.Reading{Candidate: analysis.Counts{}, Champion: analysis.Counts{}})
+	v, msg, ev, _ := analysis.JudgeCounts(m, st, analysis.Reading{Candidate: hist(bounds, []float64{120, 300, 380, 150, 50}), Champion: hist(bounds, champ)})
+	assert.Equal(t, analysis.Pass, v, msg)
+	assert.InDelta(t, 0.008884431674393138, *ev.PSI, 1e-12, "the known answer of TestDriftKnownAnswers")
+	assert.InDelta(t, 0.0016003632628113207, *ev.JS, 1e-12)
+
+	v, msg, _, _ = analysis.JudgeCounts(m, st, analysis.Reading{Candidate: hist(bounds, []float64{10, 50, 200, 400, 340}), Champion: hist(bounds, champ)})
+	assert.Equal(t, analysis.Fail, v, msg)
+	assert.Contains(t, msg, "PSI 1.76")
+
+	v, msg, _, _ = analysis.JudgeCounts(m, st, analysis.Reading{Candidate: hist(bounds, []float64{1, 5, 20, 40, 34}), Champion: hist(bounds, champ)})
+	assert.Equal(t, analysis.Hold, v, "above the limit on 100 of 500 samples: not enough to judge")
+	assert.Contains(t, msg, "100 of the 500 samples")
+}
+
+// TestRateJudgeAAUnderPerIntervalChecks is the guarantee that matters: a candidate
+// exactly as good as the champion, checked at every interval of a canary whose weight
+// rises 5, 10, 25, 50% (10 intervals each), is failed in at most alpha = 5% of the
+// releases. A nominal 5% check per interval, on the same data, fails most of them.
+// A candidate with twice the error rate is caught.
+func TestRateJudgeAAUnderPerIntervalChecks(t *testing.T) {
+	const (
+		runs      = 2000
+		perStep   = 10
+		requests  = 2000 // per interval
+		errorRate = 0.02
+	)
+	weights := []float64{0.05, 0.10, 0.25, 0.50}
+	m := rateMetric(nil)
+	rnd := rand.New(rand.NewPCG(4, 2026))
+	binom := func(n, p float64) float64 {
+		if n == 0 {
+			return 0
+		}
+		return distuv.Binomial{N: n, P: p, Src: rnd}.Rand()
+	}
+	simulate := func(canaryRate float64) (judgeFails, naiveFails int) {
+		for range runs {
+			st := analysis.Start(rateReading(0, 0, 0, 0))
+			cum := rateReading(0, 0, 0, 0)
+			judged, naive := false, false
+			for _, w := range weights {
+				for range perStep {
+					nc := binom(requests, w)
+					nb := requests - nc
+					x, y := binom(nc, canaryRate), binom(nb, errorRate)
+					// The naive check: this interval's canary error rate against a
+					// one-sided 5% bound for the champion's rate.
+					if nc > 0 && x/nc > errorRate+1.645*math.Sqrt(errorRate*(1-errorRate)/nc) {
+						naive = true
+					}
+					cum = rateReading(cum.Candidate[analysis.KeyEvents]+x, cum.Candidate[analysis.KeyTotal]+nc,
+						cum.Champion[analysis.KeyEvents]+y, cum.Champion[analysis.KeyTotal]+nb)
+					var v analysis.Verdict
+					v, _, _, st = analysis.JudgeCounts(m, st, cum)
+					if v == analysis.Fail {
+						judged = true
+					}
+				}
+			}
+			if judged {
+				judgeFails++
+			}
+			if naive {
+				naiveFails++
+			}
+		}
+		return judgeFails, naiveFails
+	}
+
+	fails, naive := simulate(errorRate)
+	rate := float64(fails) / runs
+	t.Logf("A/A, %d releases of 40 looks: sequential rate judge failed %d (%.2f%%), naive per-interval check %d (%.1f%%)",
+		runs, fails, 100*rate, naive, 100*float64(naive)/runs)
+	assert.LessOrEqual(t, rate, 0.05, "false rollbacks at or below alpha however often it looks")
+	assert.Greater(t, float64(naive)/runs, 0.5, "the naive check cries wolf")
+
+	caught, _ := simulate(2 * errorRate)
+	t.Logf("error rate x2: caught %d of %d", caught, runs)
+	assert.Greater(t, float64(caught)/runs, 0.95)
+}
+
+// Evidence and state travel as JSON through workflow history: a broken candidate
+// against a champion without errors (an undefined ratio, a huge e-value) must encode.
+func TestJudgeRateEvidenceEncodes(t *testing.T) {
+	m := rateMetric(nil)
+	st := analysis.Start(rateReading(0, 0, 0, 0))
+	var v analysis.Verdict
+	var ev *analysis.Evidence
+	for i := 1; i <= 20; i++ {
+		v, _, ev, st = analysis.JudgeCounts(m, st, rateReading(float64(1000*i), float64(1000*i), 0, float64(1000*i)))
+	}
+	assert.Equal(t, analysis.Fail, v)
+	assert.Nil(t, ev.Value, "ratio over a zero rate is undefined")
+	_, err := json.Marshal(analysis.Measurement{Evidence: ev, State: &st})
+	require.NoError(t, err)
+}
