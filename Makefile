@@ -7,7 +7,14 @@ BIN := $(CURDIR)/bin
 TEMPORAL_CLI_VERSION := v1.5.1
 export PATH := $(BIN):$(PATH)
 
-.PHONY: run test build temporal prometheus bench vet clean
+# MLflow for the MLflow tests and examples/mlflow: a virtual environment outside the
+# clone, shared by every checkout on the machine (override with MLRELEASE_MLFLOW_VENV).
+MLFLOW_VERSION := 3.17.2
+MLRELEASE_MLFLOW_VENV ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/mlrelease/venv-mlflow-$(MLFLOW_VERSION)
+export MLRELEASE_MLFLOW_VENV
+PYTHON ?= python3
+
+.PHONY: run test build temporal prometheus mlflow bench bench-gateway vet clean
 
 ## run: the local stack (Temporal dev server + Web UI, Prometheus, gateway, demo models,
 ## load, worker) and a release of the demo model; Ctrl-C stops it all.
@@ -15,7 +22,7 @@ run: build temporal prometheus
 	$(BIN)/localstack
 
 ## test: every test, including the end-to-end release on the real dev server and Prometheus.
-test: temporal prometheus
+test: temporal prometheus mlflow
 	$(GO) vet ./...
 	$(GO) test -p 2 -count=1 -timeout 30m ./...
 
@@ -42,9 +49,30 @@ prometheus:
 		exit 1; \
 	fi
 
+## mlflow: MLflow and scikit-learn (examples/mlflow/requirements.txt, pinned) in a cached
+## virtual environment; once per machine (about 2 minutes), then nothing.
+mlflow:
+	@if cmp -s examples/mlflow/requirements.txt "$(MLRELEASE_MLFLOW_VENV)/.installed"; then exit 0; fi; \
+	echo "installing MLflow $(MLFLOW_VERSION) into $(MLRELEASE_MLFLOW_VENV) (once; about 2 minutes)"; \
+	command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.10 or newer" >&2; exit 1; }; \
+	rm -rf "$(MLRELEASE_MLFLOW_VENV)" && mkdir -p "$$(dirname "$(MLRELEASE_MLFLOW_VENV)")" && \
+	$(PYTHON) -m venv "$(MLRELEASE_MLFLOW_VENV)" && \
+	"$(MLRELEASE_MLFLOW_VENV)/bin/pip" install -q --disable-pip-version-check -r examples/mlflow/requirements.txt && \
+	cp examples/mlflow/requirements.txt "$(MLRELEASE_MLFLOW_VENV)/.installed"
+
 ## bench: the benchmarks whose figures bench/README.md records.
 bench: temporal prometheus
 	$(GO) test -p 1 -run '^$$' -bench . -benchtime 1x -timeout 30m ./bench/...
+
+## bench-gateway: wrk against the upstream, nginx and the gateway side by side, then a
+## slow 100% shadow; installs nginx and wrk from Debian's packages when we can.
+bench-gateway:
+	@if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx wrk >/dev/null; \
+		else echo "bench-gateway needs nginx and wrk (Debian/Ubuntu: sudo apt-get install nginx wrk)" >&2; exit 1; fi; \
+	fi
+	bench/gateway/run.sh
 
 vet:
 	$(GO) vet ./...

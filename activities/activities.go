@@ -107,6 +107,8 @@ func (a *Activities) Resolve(ctx context.Context, in ResolveInput) (Resolved, er
 type NamedQuery struct {
 	Metric string `json:"metric"`
 	Query  string `json:"query"`
+	// Buckets marks a histogram query: one series per "le".
+	Buckets bool `json:"buckets,omitempty"`
 }
 
 // CheckQueries runs every query once, so that a query the metrics backend rejects
@@ -114,7 +116,13 @@ type NamedQuery struct {
 func (a *Activities) CheckQueries(ctx context.Context, queries []NamedQuery) error {
 	now := time.Now()
 	for _, q := range queries {
-		if _, err := a.Metrics.Value(ctx, q.Query, now); err != nil {
+		var err error
+		if bs, ok := a.Metrics.(BucketSource); ok && q.Buckets {
+			_, err = bs.Buckets(ctx, q.Query, now)
+		} else {
+			_, err = a.Metrics.Value(ctx, q.Query, now)
+		}
+		if err != nil {
 			return classify(fmt.Errorf("metric %s: %w", q.Metric, err))
 		}
 	}
@@ -170,6 +178,18 @@ type AnalyzeInput struct {
 	Candidate string        `json:"candidate"`
 	Interval  plan.Duration `json:"interval"`
 	Metrics   []plan.Metric `json:"metrics"`
+	// Since is when the judged stage started: rate, latency and drift judges count
+	// from there. States are their evidence so far, by metric name, as the previous
+	// round returned it (Measurement.State); a metric without one starts from the
+	// counters' values at Since.
+	Since  time.Time                      `json:"since,omitzero"`
+	States map[string]analysis.JudgeState `json:"states,omitempty"`
+}
+
+// BucketSource reads histogram buckets (one series per "le") from a metrics backend;
+// the latency and drift judges need it. Prometheus implements it.
+type BucketSource interface {
+	Buckets(ctx context.Context, query string, at time.Time) (map[string]float64, error)
 }
 
 // Analyze measures every metric once for the candidate (and the champion, as
@@ -189,6 +209,14 @@ func (a *Activities) Analyze(ctx context.Context, in AnalyzeInput) ([]analysis.M
 			return nil, nonRetryable(ErrTypeInvalid, fmt.Errorf("metric %s: %w", m.Name, err))
 		}
 		meas := analysis.Measurement{Metric: m.Name, Judge: m.Judge, Query: q, BaselineQuery: bq, At: now}
+		if m.Sequential() {
+			meas, err := a.judgeCounts(ctx, in, m, meas)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, meas)
+			continue
+		}
 		v, err := a.Metrics.Value(ctx, q, now)
 		switch {
 		case errors.Is(err, analysis.ErrQueryRejected):
@@ -205,6 +233,118 @@ func (a *Activities) Analyze(ctx context.Context, in AnalyzeInput) ([]analysis.M
 		out = append(out, meas)
 	}
 	return out, nil
+}
+
+// judgeCounts reads a rate, latency or drift metric's counters for both arms and
+// judges them on the stage's evidence so far. A backend that cannot be reached gives
+// an Error verdict and hands the previous state back unchanged.
+func (a *Activities) judgeCounts(ctx context.Context, in AnalyzeInput, m plan.Metric, meas analysis.Measurement) (analysis.Measurement, error) {
+	window := plan.PromDuration(in.Interval.D())
+	queries := map[string]map[string]string{} // arm -> key -> query
+	var resolved []string
+	for _, arm := range []struct{ variant, version string }{{deploy.Candidate, in.Candidate}, {deploy.Champion, in.Champion}} {
+		qs := map[string]string{}
+		for i, tmpl := range m.Queries() {
+			q, err := plan.Render(tmpl, plan.QueryVars{Model: in.Model, Variant: arm.variant, Version: arm.version, Interval: window})
+			if err != nil {
+				return meas, nonRetryable(ErrTypeInvalid, fmt.Errorf("metric %s: %w", m.Name, err))
+			}
+			qs[[]string{analysis.KeyEvents, analysis.KeyTotal}[i]] = q
+			resolved = append(resolved, q)
+		}
+		queries[arm.variant] = qs
+	}
+	read := func(at time.Time) (analysis.Reading, error) {
+		var r analysis.Reading
+		for _, arm := range []string{deploy.Candidate, deploy.Champion} {
+			c, err := a.readCounts(ctx, m, queries[arm], at)
+			if err != nil {
+				return r, err
+			}
+			if arm == deploy.Candidate {
+				r.Candidate = c
+			} else {
+				r.Champion = c
+			}
+		}
+		return r, nil
+	}
+	prev, ok := in.States[m.Name]
+	if ok {
+		prev = prev.Clone()
+	}
+	now := meas.At
+	var err error
+	var cur analysis.Reading
+	if !ok {
+		var start analysis.Reading
+		since := in.Since
+		if since.IsZero() || since.After(now) {
+			since = now.Add(-in.Interval.D())
+		}
+		if start, err = read(since); err == nil {
+			prev = analysis.Start(start)
+		}
+	}
+	if err == nil {
+		cur, err = read(now)
+	}
+	switch {
+	case errors.Is(err, analysis.ErrQueryRejected):
+		return meas, classify(fmt.Errorf("metric %s: %w", m.Name, err))
+	case err != nil:
+		meas.Verdict, meas.Message = analysis.Error, err.Error()
+		if ok {
+			meas.State = &prev
+		}
+		return meas, nil
+	}
+	verdict, msg, ev, st := analysis.JudgeCounts(m, prev, cur)
+	ev.Queries = resolved
+	meas.Verdict, meas.Message, meas.Evidence, meas.State = verdict, msg, ev, &st
+	if m.Judge == plan.JudgeRate {
+		rc, rb := ratio(st.Total.Candidate), ratio(st.Total.Champion)
+		meas.Value, meas.Baseline = rc, rb
+	}
+	return meas, nil
+}
+
+// readCounts reads one arm's counters: events and total for a rate, buckets for a
+// histogram. An empty result is a count of 0: the series does not exist yet.
+func (a *Activities) readCounts(ctx context.Context, m plan.Metric, qs map[string]string, at time.Time) (analysis.Counts, error) {
+	c := analysis.Counts{}
+	if m.Judge == plan.JudgeRate {
+		for _, key := range []string{analysis.KeyEvents, analysis.KeyTotal} {
+			v, err := a.Metrics.Value(ctx, qs[key], at)
+			if err != nil {
+				return nil, err
+			}
+			if v != nil {
+				c[key] = *v
+			}
+		}
+		return c, nil
+	}
+	bs, ok := a.Metrics.(BucketSource)
+	if !ok {
+		return nil, nonRetryable(ErrTypeInvalid, fmt.Errorf("metric %s: the %s judge needs histogram buckets, which this metrics backend cannot read", m.Name, m.Judge))
+	}
+	b, err := bs.Buckets(ctx, qs[analysis.KeyEvents], at)
+	if err != nil {
+		return nil, err
+	}
+	for k, v := range b {
+		c[k] = v
+	}
+	return c, nil
+}
+
+func ratio(c analysis.Counts) *float64 {
+	if c[analysis.KeyTotal] <= 0 {
+		return nil
+	}
+	r := c[analysis.KeyEvents] / c[analysis.KeyTotal]
+	return &r
 }
 
 // RegistryChange is one idempotent write to the registry: tags and aliases on a
@@ -256,5 +396,27 @@ func (a *Activities) ChangeRegistry(ctx context.Context, c RegistryChange) error
 
 // Notify tells people about the release. Best-effort: the workflow ignores its errors.
 func (a *Activities) Notify(ctx context.Context, m notify.Message) error {
+	locate(ctx, &m)
 	return a.Notifier.Notify(ctx, m)
+}
+
+// Announce posts a message that later ones refer to (the release's opening message,
+// the approval request) and returns its reference, which the workflow keeps. A
+// notifier that cannot refer to messages just notifies and returns no reference.
+// Best-effort, like Notify.
+func (a *Activities) Announce(ctx context.Context, m notify.Message) (notify.Ref, error) {
+	locate(ctx, &m)
+	if an, ok := a.Notifier.(notify.Announcer); ok {
+		return an.Announce(ctx, m)
+	}
+	return notify.Ref{}, a.Notifier.Notify(ctx, m)
+}
+
+// locate sets where the release runs, for links, outside the workflow's history.
+func locate(ctx context.Context, m *notify.Message) {
+	if !activity.IsActivity(ctx) {
+		return
+	}
+	info := activity.GetInfo(ctx)
+	m.Namespace, m.RunID = info.WorkflowNamespace, info.WorkflowExecution.RunID
 }

@@ -14,6 +14,7 @@ import (
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/mlrelease/mlrelease/activities"
+	"github.com/mlrelease/mlrelease/internal/analysis"
 	"github.com/mlrelease/mlrelease/internal/plan"
 	"github.com/mlrelease/mlrelease/internal/registry"
 	"github.com/mlrelease/mlrelease/internal/release"
@@ -39,10 +40,11 @@ analysis:
   interval: 2s
   metrics:
     - name: error-rate
-      query: |
-        (sum(rate(mlrelease_gateway_requests_total{model="{{.Model}}",variant="{{.Variant}}",version="{{.Version}}",code=~"5.."}[4s])) or vector(0))
-        / sum(rate(mlrelease_gateway_requests_total{model="{{.Model}}",variant="{{.Variant}}",version="{{.Version}}"}[4s]))
-      max: 0.05
+      judge: rate
+      query: sum(mlrelease_gateway_requests_total{model="{{.Model}}",variant="{{.Variant}}",version="{{.Version}}",code=~"5.."})
+      totalQuery: sum(mlrelease_gateway_requests_total{model="{{.Model}}",variant="{{.Variant}}",version="{{.Version}}"})
+      tolerance: 0.1
+      minSamples: 20
       maxHolds: 5
 approval:
   required: true
@@ -127,7 +129,19 @@ func TestRelease(t *testing.T) {
 		res := result()
 		require.Equal(t, workflows.OutcomeRolledBack, res.Outcome)
 		require.Contains(t, res.Reason, "error-rate")
+		require.Contains(t, res.Reason, "e-value", "the sequential rate judge decided")
 		require.Empty(t, approvals(res.Status), "no human decided")
+		// The evidence of the deciding measurement: the rate judge's counts and e-value.
+		require.NotEmpty(t, res.Status.Analyses)
+		last := res.Status.Analyses[len(res.Status.Analyses)-1].Measurements[0]
+		require.Equal(t, plan.JudgeRate, last.Judge)
+		require.Equal(t, analysis.Fail, last.Verdict)
+		require.NotNil(t, last.Evidence)
+		require.NotNil(t, last.Evidence.EValue)
+		require.GreaterOrEqual(t, *last.Evidence.EValue, last.Evidence.Threshold)
+		require.Greater(t, last.Evidence.CandidateEvents, 0.0)
+		require.Len(t, last.Evidence.Queries, 4, "events and totals, candidate and champion")
+		require.Nil(t, last.State, "the judge's working state stays out of the status")
 
 		routes, err := l.Gateway.Current(ctx, stack.DemoModel)
 		require.NoError(t, err)

@@ -42,7 +42,12 @@ func (a *app) start(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	reg, err := openRegistry(cfg.RegistryPath, false)
+	var reg registry.Registry
+	if cfg.Registry == registry.KindMLflow {
+		reg, err = registry.Open(cfg.Registry, "")
+	} else {
+		reg, err = openRegistry(cfg.RegistryPath, false)
+	}
 	if err != nil {
 		return err
 	}
@@ -204,6 +209,9 @@ func (a *app) register(ctx context.Context, args []string) error {
 	cfg, err := a.settings()
 	if err != nil {
 		return err
+	}
+	if cfg.Registry == registry.KindMLflow {
+		return fmt.Errorf("MLRELEASE_REGISTRY=mlflow: register versions in MLflow (mlflow.register_model) and set their %s tag to the serving URL", registry.TagEndpoint)
 	}
 	reg, err := openRegistry(cfg.RegistryPath, true)
 	if err != nil {

@@ -89,6 +89,13 @@ type DecisionRequest struct {
 	Comment string `json:"comment"`
 	// Source is the client that sent it: cli, slack, ui.
 	Source string `json:"source,omitempty"`
+	// Name is the decider's display name, for the record (Slack sets it; Who stays
+	// the Slack user ID that the plan's approvers name).
+	Name string `json:"name,omitempty"`
+	// Groups are the user groups (Slack user group IDs) the decider belongs to, as
+	// the client resolved them; the validator checks them against the plan's
+	// approverGroups. Validators cannot ask Slack themselves.
+	Groups []string `json:"groups,omitempty"`
 }
 
 // Decision is a decision as the release recorded it.
@@ -97,6 +104,10 @@ type Decision struct {
 	Who     string `json:"who"`
 	Comment string `json:"comment,omitempty"`
 	Source  string `json:"source,omitempty"`
+	// Name is the decider's display name, when the client gave one.
+	Name string `json:"name,omitempty"`
+	// Remaining is how many more approvals the plan's quorum waits for.
+	Remaining int `json:"remaining,omitempty"`
 	// Channel is "update" or "signal".
 	Channel string    `json:"channel"`
 	At      time.Time `json:"at"`
@@ -139,6 +150,10 @@ type Status struct {
 	UpdatedAt        time.Time       `json:"updatedAt"`
 	ApprovalRequired bool            `json:"approvalRequired"`
 	Approvers        []string        `json:"approvers,omitempty"`
+	ApproverGroups   []string        `json:"approverGroups,omitempty"`
+	// Quorum is how many distinct approvals promotion waits for (1 when unset).
+	Quorum   int  `json:"quorum,omitempty"`
+	FourEyes bool `json:"fourEyes,omitempty"`
 }
 
 // Result is ReleaseWorkflow's result.

@@ -3,6 +3,7 @@ package workflows
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"go.temporal.io/sdk/temporal"
@@ -65,6 +66,8 @@ func (r *release) run(ctx workflow.Context) error {
 	if err := r.resolve(ctx); err != nil {
 		return err
 	}
+	// Open the release's thread (Slack): later updates go under it.
+	r.openThread(ctx)
 	// Step 2: deploy the candidate beside the champion at 0% traffic.
 	if err := r.deploy(ctx); err != nil {
 		return err
@@ -169,7 +172,7 @@ func (r *release) shadow(ctx workflow.Context) error {
 	if err := r.bake(ctx, StageShadow, 0, sh.Duration.D(), r.plan.ShadowMetrics()); err != nil {
 		return err
 	}
-	r.notify(ctx, fmt.Sprintf("shadow soak passed (%d%% mirrored for %s)", sh.Share, sh.Duration), nil)
+	r.notify(ctx, fmt.Sprintf("shadow soak passed (%d%% mirrored for %s)", sh.Share, sh.Duration), r.lastEvidence())
 	return nil
 }
 
@@ -194,11 +197,12 @@ func (r *release) approval(ctx workflow.Context) error {
 		return nil
 	}
 	r.setStage(ctx, StageAwaitingApproval)
-	r.notify(ctx, fmt.Sprintf("awaiting approval (timeout %s, then %s)", ap.Timeout, ap.OnTimeout), r.lastEvidence())
+	request := r.requestApproval(ctx, fmt.Sprintf("awaiting approval (timeout %s, then %s)", ap.Timeout, ap.OnTimeout))
 	decided, err := workflow.AwaitWithOptions(ctx, workflow.AwaitOptions{
 		Timeout:      ap.Timeout.D(),
 		TimerOptions: workflow.TimerOptions{Summary: fmt.Sprintf("approval timeout (%s, then %s)", ap.Timeout, ap.OnTimeout)},
 	}, func() bool { return r.approved != nil || r.interrupt != nil })
+	r.closeApproval(ctx, request)
 	if err != nil {
 		return err
 	}
@@ -226,7 +230,7 @@ func (r *release) promote(ctx workflow.Context) error {
 	r.aliasMoved = true // before the call, as with deployed
 	tags := map[string]string{TagStage: string(StagePromoting)}
 	if r.approved != nil {
-		tags[TagApprover] = r.approved.Who
+		tags[TagApprover] = r.approvedBy()
 	}
 	if err := r.record(ctx, activities.RegistryChange{Version: r.candidate.Version,
 		SetAliases: []string{registry.AliasChampion}, DeleteAliases: []string{registry.AliasChallenger}, Tags: tags,
@@ -253,7 +257,7 @@ func (r *release) promote(ctx workflow.Context) error {
 	r.status.CandidateWeight, r.status.ShadowShare = 100, 0
 	r.status.Outcome, r.status.Reason = OutcomePromoted, "every gate passed"
 	if r.approved != nil {
-		r.status.Reason += fmt.Sprintf("; approved by %s", r.approved.Who)
+		r.status.Reason += fmt.Sprintf("; approved by %s", r.approvedBy())
 	}
 	r.setStage(ctx, StagePromoted)
 	_ = r.record(ctx, activities.RegistryChange{Version: r.candidate.Version,
@@ -301,8 +305,13 @@ func (r *release) rollback(ctx workflow.Context, reason string) error {
 func (r *release) bake(ctx workflow.Context, stage Stage, step int, d time.Duration, metrics []plan.Metric) error {
 	tally := analysis.NewTally(metrics)
 	interval := r.plan.Analysis.Interval.D()
+	// Sequential judges count from the stage's start: the whole canary, across its
+	// steps and their changing weights, is one test.
+	if r.judged.stage != stage {
+		r.judged = judgedStage{stage: stage, since: workflow.Now(ctx), states: map[string]analysis.JudgeState{}}
+	}
 	in := activities.AnalyzeInput{Model: r.plan.Model, Champion: r.champion.Version, Candidate: r.candidate.Version,
-		Interval: r.plan.Analysis.Interval, Metrics: metrics}
+		Interval: r.plan.Analysis.Interval, Metrics: metrics, Since: r.judged.since, States: r.judged.states}
 	actx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
 		StartToCloseTimeout: 30 * time.Second,
 		RetryPolicy:         &temporal.RetryPolicy{MaximumAttempts: 3},
@@ -318,6 +327,7 @@ func (r *release) bake(ctx workflow.Context, stage Stage, step int, d time.Durat
 		if err := workflow.ExecuteActivity(actx, a.Analyze, in).Get(ctx, &ms); err != nil {
 			return err
 		}
+		ms = r.judged.keep(ms)
 		r.status.Analyses = append(r.status.Analyses, AnalysisRound{Stage: stage, Step: step, Weight: r.status.CandidateWeight, At: workflow.Now(ctx), Measurements: ms})
 		r.touch(ctx)
 		if reason := tally.Add(ms); reason != "" {
@@ -388,7 +398,145 @@ func (r *release) notifyCtx(ctx workflow.Context) workflow.Context {
 
 func (r *release) message(text string, evidence map[string]string) notify.Message {
 	return notify.Message{ReleaseID: r.status.ReleaseID, Model: r.plan.Model, Champion: r.champion.Version,
-		Candidate: r.candidate.Version, Stage: string(r.status.Stage), Text: text, Evidence: evidence}
+		Candidate: r.candidate.Version, Stage: string(r.status.Stage), Text: text, Evidence: evidence,
+		Thread: r.thread, Summary: r.summary(), Figures: r.figures()}
+}
+
+// Workflow changes guarded by workflow.GetVersion, so that releases that began
+// before them replay unchanged.
+const (
+	// changeThread: the release opens a thread (Announce) after resolving, and
+	// asks for approval with an Announce whose message it redraws once decided.
+	changeThread = "notify-thread"
+)
+
+// openThread posts the release's opening message and keeps its reference in the
+// workflow's state. Best-effort: bounded retries, and a failure leaves the release
+// unthreaded, never blocked.
+func (r *release) openThread(ctx workflow.Context) {
+	if workflow.GetVersion(ctx, changeThread, workflow.DefaultVersion, 1) < 1 {
+		return
+	}
+	m := r.message(fmt.Sprintf("release started by %s", r.status.StartedBy), nil)
+	m.Kind = notify.KindRelease
+	var ref notify.Ref
+	if err := workflow.ExecuteActivity(r.announceCtx(ctx, "notify: open the release's thread"), a.Announce, m).Get(ctx, &ref); err != nil {
+		workflow.GetLogger(ctx).Warn("open the release's thread", "error", err)
+		return
+	}
+	if ref.TS != "" {
+		r.thread = &ref
+	}
+}
+
+// requestApproval posts the approval request: a message with the evidence that
+// people can approve or reject from (Slack). Nil for releases from before it.
+func (r *release) requestApproval(ctx workflow.Context, text string) workflow.Future {
+	if workflow.GetVersion(ctx, changeThread, workflow.DefaultVersion, 1) < 1 {
+		r.notify(ctx, text, r.lastEvidence())
+		return nil
+	}
+	r.approvalText = text
+	return workflow.ExecuteActivity(r.announceCtx(ctx, "notify: request approval"), a.Announce, r.approvalMessage(false))
+}
+
+// closeApproval redraws the approval request with the decisions taken and no
+// buttons, whichever client decided. It does not wait.
+func (r *release) closeApproval(ctx workflow.Context, request workflow.Future) {
+	if request == nil || !request.IsReady() {
+		return
+	}
+	var ref notify.Ref
+	if err := request.Get(ctx, &ref); err != nil || ref.TS == "" {
+		return
+	}
+	m := r.approvalMessage(true)
+	m.Replace = &ref
+	workflow.ExecuteActivity(r.notifyCtx(ctx), a.Notify, m)
+}
+
+func (r *release) approvalMessage(closed bool) notify.Message {
+	ap := r.plan.Approval
+	m := r.message(r.approvalText, r.lastEvidence())
+	m.Kind = notify.KindApproval
+	info := &notify.Approval{Approvers: ap.Approvers, Groups: ap.ApproverGroups, Quorum: ap.Needed(), FourEyes: ap.FourEyes,
+		StartedBy: r.status.StartedBy, Timeout: ap.Timeout.String(), OnTimeout: ap.OnTimeout, Closed: closed}
+	for _, d := range r.status.Decisions {
+		if (d.Kind == Approve || d.Kind == Reject || d.Kind == Abort) && !d.Refused {
+			info.Decisions = append(info.Decisions, notify.Decided{Kind: d.Kind, Who: d.Who, Name: d.Name, Source: d.Source, Comment: d.Comment})
+		}
+	}
+	m.Approval = info
+	return m
+}
+
+func (r *release) announceCtx(ctx workflow.Context, summary string) workflow.Context {
+	return workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+		StartToCloseTimeout:    10 * time.Second,
+		ScheduleToCloseTimeout: 30 * time.Second,
+		RetryPolicy:            &temporal.RetryPolicy{MaximumAttempts: 3},
+		Summary:                summary,
+	})
+}
+
+// summary is the plan in a line, for the release's opening message.
+func (r *release) summary() string {
+	p := r.plan
+	var parts []string
+	if p.Staging.Dataset != "" {
+		parts = append(parts, "staging on "+p.Staging.Dataset)
+	}
+	if p.Shadow.Share > 0 {
+		parts = append(parts, fmt.Sprintf("shadow %d%% for %s", p.Shadow.Share, p.Shadow.Duration))
+	}
+	if n := len(p.Canary.Steps); n > 0 {
+		ws := make([]string, n)
+		for i, st := range p.Canary.Steps {
+			ws[i] = fmt.Sprintf("%d%%", st.Weight)
+		}
+		parts = append(parts, "canary "+strings.Join(ws, " → "))
+	}
+	if ap := p.Approval; ap.Waits() {
+		who := approvers(ap)
+		s := "approval by " + who
+		if ap.Needed() > 1 {
+			s += fmt.Sprintf(" (%d needed)", ap.Needed())
+		}
+		if ap.FourEyes {
+			s += ", four eyes"
+		}
+		parts = append(parts, s)
+	}
+	if w := p.PostPromotion.Watch; w > 0 {
+		parts = append(parts, "watch "+w.String())
+	}
+	return strings.Join(parts, "; ")
+}
+
+// figures are the latest round's measurements, candidate against champion.
+func (r *release) figures() []notify.Figure {
+	n := len(r.status.Analyses)
+	if n == 0 {
+		return nil
+	}
+	ms := r.status.Analyses[n-1].Measurements
+	out := make([]notify.Figure, 0, len(ms))
+	for _, m := range ms {
+		out = append(out, notify.Figure{Metric: m.Metric, Verdict: string(m.Verdict), Candidate: m.Value, Champion: m.Baseline, Note: m.Message})
+	}
+	return out
+}
+
+// approvedBy names the approvers whose approvals met the quorum.
+func (r *release) approvedBy() string {
+	if len(r.approvals) <= 1 && r.approved != nil {
+		return r.approved.Who
+	}
+	who := make([]string, len(r.approvals))
+	for i, d := range r.approvals {
+		who[i] = d.Who
+	}
+	return strings.Join(who, ", ")
 }
 
 // act is the default activity options with a summary for the Web UI.
@@ -434,13 +582,16 @@ func (r *release) queries() []activities.NamedQuery {
 	window := plan.PromDuration(r.plan.Analysis.Interval.D())
 	for _, set := range [][]plan.Metric{r.plan.ShadowMetrics(), r.plan.Analysis.Metrics, r.plan.WatchMetrics()} {
 		for _, m := range set {
-			q, err := plan.Render(m.Query, plan.QueryVars{Model: r.plan.Model, Variant: deploy.Candidate, Version: r.candidate.Version, Interval: window})
-			if err != nil {
-				q = m.Query // the activity reports it; the plan was validated before start
-			}
-			if !seen[q] {
-				seen[q] = true
-				out = append(out, activities.NamedQuery{Metric: m.Name, Query: q})
+			for _, tmpl := range m.Queries() {
+				q, err := plan.Render(tmpl, plan.QueryVars{Model: r.plan.Model, Variant: deploy.Candidate, Version: r.candidate.Version, Interval: window})
+				if err != nil {
+					q = tmpl // the activity reports it; the plan was validated before start
+				}
+				if !seen[q] {
+					seen[q] = true
+					out = append(out, activities.NamedQuery{Metric: m.Name, Query: q,
+						Buckets: m.Judge == plan.JudgeLatency || m.Judge == plan.JudgeDrift})
+				}
 			}
 		}
 	}

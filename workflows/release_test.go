@@ -92,11 +92,17 @@ type releaseSuite struct {
 
 	mu            sync.Mutex
 	analyzeCalls  int
+	analyzeInputs []activities.AnalyzeInput
 	trafficCalls  int
 	traffic       []deploy.Traffic // every SetTraffic call, failed attempts included
 	trafficFailed []bool
 	changes       []activities.RegistryChange
 	notes         []notify.Message
+	// announce, when set, answers Announce (the notifier's thread and approval
+	// request); nil posts them.
+	announce func(m notify.Message) (notify.Ref, error)
+	// notifyErr, when set, is what Notify fails with.
+	notifyErr error
 }
 
 func TestReleaseWorkflow(t *testing.T) { suite.Run(t, new(releaseSuite)) }
@@ -114,10 +120,13 @@ func (s *releaseSuite) SetupTest() {
 		Candidate: analysis.StagingReport{Requests: 150, N: 150, Correct: 144, Accuracy: 0.96, P99: 50 * time.Millisecond},
 	}
 	s.checkQueries = nil
+	s.announce = nil
+	s.notifyErr = nil
 	s.trafficDelay = nil
 	s.evaluationTakes = 0
 	s.trafficCalls = 0
 	s.analyzeCalls, s.traffic, s.trafficFailed, s.changes, s.notes = 0, nil, nil, nil, nil
+	s.analyzeInputs = nil
 
 	s.env.OnActivity(a.Resolve, mock.Anything, mock.Anything).Return(
 		func(_ context.Context, in activities.ResolveInput) (activities.Resolved, error) {
@@ -174,9 +183,18 @@ func (s *releaseSuite) SetupTest() {
 			s.mu.Lock()
 			s.analyzeCalls++
 			call := s.analyzeCalls
+			s.analyzeInputs = append(s.analyzeInputs, in)
 			s.mu.Unlock()
 			out := make([]analysis.Measurement, 0, len(in.Metrics))
 			for _, m := range in.Metrics {
+				if m.Sequential() {
+					// A counting judge: its state counts the rounds it has seen.
+					st := in.States[m.Name]
+					st.Batches++
+					out = append(out, analysis.Measurement{Metric: m.Name, Judge: m.Judge, Verdict: analysis.Pass, State: &st,
+						Evidence: &analysis.Evidence{Statistic: "e-value"}})
+					continue
+				}
 				v := s.value(call, m)
 				verdict, msg := analysis.JudgeThreshold(m, v)
 				out = append(out, analysis.Measurement{Metric: m.Name, Judge: m.Judge, Verdict: verdict, Value: v, Message: msg})
@@ -188,7 +206,17 @@ func (s *releaseSuite) SetupTest() {
 			s.mu.Lock()
 			defer s.mu.Unlock()
 			s.notes = append(s.notes, m)
-			return nil
+			return s.notifyErr
+		}).Maybe()
+	s.env.OnActivity(a.Announce, mock.Anything, mock.Anything).Return(
+		func(_ context.Context, m notify.Message) (notify.Ref, error) {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			s.notes = append(s.notes, m)
+			if s.announce != nil {
+				return s.announce(m)
+			}
+			return notify.Ref{Channel: "C-releases", TS: fmt.Sprintf("1700000000.%06d", len(s.notes))}, nil
 		}).Maybe()
 }
 
@@ -490,6 +518,44 @@ func (s *releaseSuite) TestShadowGateFailureRollsBack() {
 	s.assertRolledBack(p, "shadow analysis at 0%: metric error-rate failed 1 time(s), limit 0: 1 is above max 0.01")
 	s.Equal([]int{0, 0, -1}, s.weights())
 	s.Equal(3, s.analyzeCalls, "a failed analysis rolls back at once")
+}
+
+// A sequential judge's state goes from each round to the next through the whole
+// canary, across its steps, and starts again with each stage; the status shows the
+// evidence without the state.
+func (s *releaseSuite) TestSequentialJudgeStateCarriesAcrossCanarySteps() {
+	p := s.testPlanWith(func(p *plan.Plan) {
+		p.Analysis.Metrics = append(p.Analysis.Metrics, plan.Metric{Name: "errors", Judge: plan.JudgeRate,
+			Query: "sum(e)", TotalQuery: "sum(t)", NoData: plan.NoDataHold, MaxHolds: p.Analysis.Metrics[0].MaxHolds,
+			ConsecutiveErrorLimit: p.Analysis.Metrics[0].ConsecutiveErrorLimit})
+		p.Approval.Required, p.Approval.Timeout, p.Approval.OnTimeout = false, 0, plan.OnTimeoutPromote
+	})
+	s.run(p)
+	res := s.result()
+	s.Equal(OutcomePromoted, res.Outcome, res.Reason)
+
+	// Rounds by stage start: shadow, canary (all its steps), watch.
+	var starts []time.Time
+	rounds := map[time.Time][]activities.AnalyzeInput{}
+	for _, in := range s.analyzeInputs {
+		if _, ok := rounds[in.Since]; !ok {
+			starts = append(starts, in.Since)
+		}
+		rounds[in.Since] = append(rounds[in.Since], in)
+	}
+	s.Require().Len(starts, 3, "shadow, canary, watch")
+	canary := rounds[starts[1]]
+	s.Greater(len(canary), len(p.Canary.Steps), "one state across every canary step")
+	for _, start := range starts {
+		for i, in := range rounds[start] {
+			s.Equal(i, in.States["errors"].Batches, "round %d of its stage gets the state of the %d before it", i, i)
+		}
+	}
+	for _, round := range res.Status.Analyses {
+		for _, m := range round.Measurements {
+			s.Nil(m.State, "no working state in the status")
+		}
+	}
 }
 
 func (s *releaseSuite) TestCanaryAnalysisFailureRollsBack() {
@@ -962,4 +1028,177 @@ func (s *releaseSuite) TestAbortDuringStagingMovesNoTraffic() {
 	s.Equal(OutcomeRolledBack, s.result().Outcome)
 	s.assertRolledBack(p, "aborted by carol: wrong training data")
 	s.Equal([]int{0, -1}, s.weights(), "no live traffic after the abort")
+}
+
+// decideAt sends a decision as an update with its own update ID (the same person
+// may send two) and reports what came of it once the workflow has run.
+func (s *releaseSuite) decideAt(after time.Duration, id, kind string, req DecisionRequest) func() (Decision, error) {
+	var d Decision
+	var refusal error
+	s.env.RegisterDelayedCallback(func() {
+		s.env.UpdateWorkflow(kind, id, &testsuite.TestUpdateCallback{
+			OnAccept: func() {},
+			OnReject: func(err error) { refusal = err },
+			OnComplete: func(v any, err error) {
+				if dd, ok := v.(Decision); ok {
+					d = dd
+				}
+			},
+		}, req)
+	}, after)
+	return func() (Decision, error) { return d, refusal }
+}
+
+func (s *releaseSuite) TestQuorumWaitsForDistinctApprovers() {
+	p := s.testPlanWith(func(p *plan.Plan) {
+		p.Approval.Approvers = []string{"alice", "bob", "carol"}
+		p.Approval.Quorum = 2
+	})
+	first := s.decideAt(duringApproval, "a1", Approve, DecisionRequest{Who: "alice", Source: "slack", Name: "Alice A."})
+	again := s.decideAt(duringApproval+time.Minute, "a2", Approve, DecisionRequest{Who: "alice", Source: "cli"})
+	var between Status
+	s.env.RegisterDelayedCallback(func() { between = s.status() }, duringApproval+2*time.Minute)
+	second := s.decideAt(duringApproval+3*time.Minute, "b1", Approve, DecisionRequest{Who: "bob", Source: "cli"})
+	s.run(p)
+
+	d, err := first()
+	s.Require().NoError(err)
+	s.Equal(1, d.Remaining, "one more approval needed after the first")
+	s.Equal("Alice A.", d.Name)
+	_, err = again()
+	s.Require().Error(err)
+	s.Contains(err.Error(), "alice has already approved: the release needs 2 approvals from different approvers")
+	s.Equal(StageAwaitingApproval, between.Stage, "one approval of two does not promote")
+	s.Len(between.Decisions, 1)
+	s.Equal(2, between.Quorum)
+	d, err = second()
+	s.Require().NoError(err)
+	s.Zero(d.Remaining)
+
+	res := s.result()
+	s.Equal(OutcomePromoted, res.Outcome)
+	s.Equal("every gate passed; approved by alice, bob", res.Reason)
+	for _, c := range s.changes {
+		if c.Event.Kind == "champion_moved" {
+			s.Equal("alice, bob", c.Tags[TagApprover])
+		}
+	}
+}
+
+func (s *releaseSuite) TestFourEyesRefusesWhoeverStartedTheRelease() {
+	// run starts releases as "ci".
+	p := s.testPlanWith(func(p *plan.Plan) {
+		p.Approval.Approvers = []string{"ci", "U0CI", "alice"}
+		p.Approval.FourEyes = true
+	})
+	byName := s.decideAt(duringApproval, "ci-1", Approve, DecisionRequest{Who: "ci", Source: "cli"})
+	bySlackName := s.decideAt(duringApproval+time.Minute, "ci-2", Approve, DecisionRequest{Who: "U0CI", Name: "CI", Source: "slack"})
+	// Four eyes is about approving: the starter may still reject, abort or pause.
+	s.decideAt(duringApproval+2*time.Minute, "alice", Approve, DecisionRequest{Who: "alice", Source: "cli"})
+	s.run(p)
+
+	for _, refused := range []func() (Decision, error){byName, bySlackName} {
+		_, err := refused()
+		s.Require().Error(err)
+		s.Contains(err.Error(), "started this release and may not approve it (four eyes)")
+	}
+	res := s.result()
+	s.Equal("every gate passed; approved by alice", res.Reason)
+	s.Require().Len(res.Status.Decisions, 1)
+}
+
+func (s *releaseSuite) TestFourEyesOffLetsTheStarterApprove() {
+	p := s.testPlanWith(func(p *plan.Plan) { p.Approval.Approvers = []string{"ci"} })
+	s.decideAt(duringApproval, "ci", Approve, DecisionRequest{Who: "ci", Source: "cli"})
+	s.run(p)
+	s.Equal("every gate passed; approved by ci", s.result().Reason)
+}
+
+func (s *releaseSuite) TestApproverGroups() {
+	p := s.testPlanWith(func(p *plan.Plan) {
+		p.Approval.Approvers = nil
+		p.Approval.ApproverGroups = []string{"S0RELEASE"}
+	})
+	outsider := s.decideAt(duringApproval, "u1", Approve, DecisionRequest{Who: "U0MALLORY", Groups: []string{"S0OTHER"}, Source: "slack"})
+	member := s.decideAt(duringApproval+time.Minute, "u2", Approve, DecisionRequest{Who: "U0DANA", Name: "Dana", Groups: []string{"S0OTHER", "S0RELEASE"}, Source: "slack"})
+	s.run(p)
+
+	_, err := outsider()
+	s.Require().Error(err)
+	s.Contains(err.Error(), "U0MALLORY may not approve this release: allowed approvers are members of S0RELEASE")
+	_, err = member()
+	s.Require().NoError(err)
+	res := s.result()
+	s.Equal(OutcomePromoted, res.Outcome)
+	s.Require().Len(res.Status.Decisions, 1)
+	d := res.Status.Decisions[0]
+	s.Equal("U0DANA", d.Who)
+	s.Equal("Dana", d.Name)
+	s.Equal("slack", d.Source)
+}
+
+// The release opens a thread, keeps its reference in its state and threads every
+// later update under it; it asks for approval with the evidence and redraws the
+// request with who decided.
+func (s *releaseSuite) TestThreadAndApprovalRequest() {
+	p := s.testPlanWith(nil)
+	s.decideAt(duringApproval, "bob", Approve, DecisionRequest{Who: "bob", Name: "Bob B.", Source: "slack"})
+	s.run(p)
+	s.Equal(OutcomePromoted, s.result().Outcome)
+
+	s.Require().NotEmpty(s.notes)
+	opening := s.notes[0]
+	s.Equal(notify.KindRelease, opening.Kind)
+	s.Equal("1", opening.Champion)
+	s.Equal("2", opening.Candidate)
+	s.Contains(opening.Summary, "canary 10% → 25% → 50%")
+	s.Contains(opening.Summary, "approval by alice, bob")
+	thread := notify.Ref{Channel: "C-releases", TS: "1700000000.000001"}
+
+	var request, redraw *notify.Message
+	for i := range s.notes[1:] {
+		m := &s.notes[i+1]
+		s.Require().NotNil(m.Thread, "message %q is threaded", m.Text)
+		s.Equal(thread, *m.Thread)
+		if m.Kind == notify.KindApproval && m.Replace == nil {
+			request = m
+		}
+		if m.Kind == notify.KindApproval && m.Replace != nil {
+			redraw = m
+		}
+	}
+	s.Require().NotNil(request, "an approval request")
+	s.Require().NotNil(request.Approval)
+	s.Equal([]string{"alice", "bob"}, request.Approval.Approvers)
+	s.False(request.Approval.Closed)
+	s.Require().NotEmpty(request.Figures, "the request carries the latest figures")
+	s.Equal("error-rate", request.Figures[0].Metric)
+
+	s.Require().NotNil(redraw, "the request is redrawn once decided")
+	s.True(redraw.Approval.Closed)
+	s.Require().Len(redraw.Approval.Decisions, 1)
+	s.Equal(notify.Decided{Kind: Approve, Who: "bob", Name: "Bob B.", Source: "slack"}, redraw.Approval.Decisions[0])
+
+	last := s.notes[len(s.notes)-1]
+	s.Contains(last.Text, "promoted")
+}
+
+// A notifier that is down (every Announce and Notify fails) neither blocks nor fails
+// the release: it is approved and promoted, its updates unthreaded.
+func (s *releaseSuite) TestNotifierDownNeverBlocksTheRelease() {
+	p := s.testPlanWith(nil)
+	down := errors.New("slack: connection refused")
+	s.announce = func(notify.Message) (notify.Ref, error) { return notify.Ref{}, down }
+	s.notifyErr = down
+	approval := s.approveAt(duringApproval, "alice")
+	s.run(p)
+
+	accepted, err := approval()
+	s.Require().NoError(err)
+	s.True(accepted)
+	res := s.result()
+	s.Equal(OutcomePromoted, res.Outcome)
+	for _, m := range s.notes {
+		s.Nil(m.Thread)
+	}
 }

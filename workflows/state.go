@@ -4,10 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/workflow"
 
+	"github.com/mlrelease/mlrelease/internal/analysis"
+	"github.com/mlrelease/mlrelease/internal/notify"
 	"github.com/mlrelease/mlrelease/internal/plan"
 	"github.com/mlrelease/mlrelease/internal/registry"
 )
@@ -23,8 +26,42 @@ type release struct {
 	deployed   bool
 	aliasMoved bool
 
+	// approvals are the accepted approvals; approved is set by the one that
+	// completes the plan's quorum.
+	approvals []Decision
 	approved  *Decision
 	interrupt *Decision // a rejection or an abort
+
+	// thread is the release's opening message in the notifier (Slack), kept here so
+	// that every later update threads under it, across worker restarts.
+	thread *notify.Ref
+	// approvalText is the approval request's line, kept to redraw it.
+	approvalText string
+
+	// judged is the sequential judges' evidence in the current stage.
+	judged judgedStage
+}
+
+// judgedStage carries the sequential judges' states from one analysis to the next
+// within a stage (shadow, canary, watch).
+type judgedStage struct {
+	stage  Stage
+	since  time.Time
+	states map[string]analysis.JudgeState
+}
+
+// keep takes the judges' new states out of a round's measurements, which then go to
+// the status without them (the status shows the evidence, not the working state).
+func (j *judgedStage) keep(ms []analysis.Measurement) []analysis.Measurement {
+	out := make([]analysis.Measurement, len(ms))
+	for i, m := range ms {
+		if m.State != nil {
+			j.states[m.Metric] = *m.State
+		}
+		m.State = nil
+		out[i] = m
+	}
+	return out
 }
 
 func newRelease(ctx workflow.Context, in ReleaseInput) *release {
@@ -40,6 +77,9 @@ func newRelease(ctx workflow.Context, in ReleaseInput) *release {
 		UpdatedAt:        now,
 		ApprovalRequired: in.Plan.Approval.Required,
 		Approvers:        in.Plan.Approval.Approvers,
+		ApproverGroups:   in.Plan.Approval.ApproverGroups,
+		Quorum:           in.Plan.Approval.Quorum,
+		FourEyes:         in.Plan.Approval.FourEyes,
 		Gates:            []Gate{},
 		Analyses:         []AnalysisRound{},
 		Decisions:        []Decision{},
@@ -76,7 +116,7 @@ func (r *release) setHandlers(ctx workflow.Context) error {
 				c.Receive(ctx, &req)
 				if err := r.validate(kind, req); err != nil {
 					r.status.Decisions = append(r.status.Decisions, Decision{Kind: kind, Who: req.Who, Comment: req.Comment, Source: req.Source,
-						Channel: "signal", At: workflow.Now(ctx), Refused: true, Reason: err.Error()})
+						Name: req.Name, Channel: "signal", At: workflow.Now(ctx), Refused: true, Reason: err.Error()})
 					r.touch(ctx)
 					return
 				}
@@ -107,14 +147,22 @@ func (r *release) validate(kind string, req DecisionRequest) error {
 		if stage != StageAwaitingApproval {
 			return fmt.Errorf("cannot approve at stage %s: approval is taken only while awaiting approval", stage)
 		}
-		if !ap.Allows(who) {
+		if !ap.Allows(who, req.Groups...) {
 			return fmt.Errorf("%s may not approve this release: allowed approvers are %s", who, approvers(ap))
+		}
+		if ap.FourEyes && r.startedBy(who, req.Name) {
+			return fmt.Errorf("%s started this release and may not approve it (four eyes): another approver must", who)
+		}
+		for _, d := range r.approvals {
+			if d.Who == who {
+				return fmt.Errorf("%s has already approved: the release needs %d approvals from different approvers", who, ap.Needed())
+			}
 		}
 	case Reject:
 		if stage == StagePromoting || stage == StageWatching {
 			return fmt.Errorf("cannot reject at stage %s: the release was approved; abort it instead", stage)
 		}
-		if !ap.Allows(who) {
+		if !ap.Allows(who, req.Groups...) {
 			return fmt.Errorf("%s may not reject this release: allowed approvers are %s", who, approvers(ap))
 		}
 		if strings.TrimSpace(req.Comment) == "" {
@@ -142,19 +190,38 @@ func (r *release) validate(kind string, req DecisionRequest) error {
 }
 
 func approvers(ap plan.Approval) string {
-	if len(ap.Approvers) == 0 {
+	if len(ap.Approvers) == 0 && len(ap.ApproverGroups) == 0 {
 		return "anyone"
 	}
-	return strings.Join(ap.Approvers, ", ")
+	out := strings.Join(ap.Approvers, ", ")
+	if len(ap.ApproverGroups) > 0 {
+		if out != "" {
+			out += " and "
+		}
+		out += "members of " + strings.Join(ap.ApproverGroups, ", ")
+	}
+	return out
+}
+
+// startedBy reports whether the decider (by ID or display name) started the release.
+func (r *release) startedBy(who, name string) bool {
+	by := strings.TrimSpace(r.status.StartedBy)
+	return by != "" && (strings.EqualFold(by, who) || strings.EqualFold(by, strings.TrimSpace(name)))
 }
 
 // apply records and applies a validated decision.
 func (r *release) apply(ctx workflow.Context, kind string, req DecisionRequest, channel string) Decision {
-	d := Decision{Kind: kind, Who: strings.TrimSpace(req.Who), Comment: req.Comment, Source: req.Source, Channel: channel, At: workflow.Now(ctx)}
+	d := Decision{Kind: kind, Who: strings.TrimSpace(req.Who), Comment: req.Comment, Source: req.Source, Name: req.Name, Channel: channel, At: workflow.Now(ctx)}
+	if kind == Approve {
+		d.Remaining = r.plan.Approval.Needed() - len(r.approvals) - 1
+	}
 	r.status.Decisions = append(r.status.Decisions, d)
 	switch kind {
 	case Approve:
-		r.approved = &d
+		r.approvals = append(r.approvals, d)
+		if d.Remaining <= 0 {
+			r.approved = &d
+		}
 	case Reject, Abort:
 		r.interrupt = &d
 	case Pause:

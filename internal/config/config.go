@@ -5,6 +5,7 @@ package config
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/kelseyhightower/envconfig"
 )
@@ -18,13 +19,32 @@ type Gateway struct {
 	Listen string `envconfig:"GATEWAY_LISTEN" default:"127.0.0.1:8080"`
 	// AdminToken, when set, is the bearer token the admin API requires. A secret.
 	AdminToken string `envconfig:"GATEWAY_ADMIN_TOKEN"`
+	// StateFile is where applied routes are saved, so a restarted gateway serves the
+	// same routes; empty keeps them in memory only.
+	StateFile string `envconfig:"GATEWAY_STATE_FILE"`
+	// RoutingKeyHeader names the header whose value always reaches the same variant at
+	// a given weight (sticky assignment); empty routes every request at random.
+	RoutingKeyHeader string `envconfig:"GATEWAY_ROUTING_KEY_HEADER" default:"X-User-ID"`
+	// ShadowTimeout bounds one mirrored call; ShadowQueue is how many copies may wait.
+	ShadowTimeout time.Duration `envconfig:"GATEWAY_SHADOW_TIMEOUT" default:"2s"`
+	ShadowQueue   int           `envconfig:"GATEWAY_SHADOW_QUEUE" default:"256"`
+	// FeedbackTTL is how long a served prediction waits for its label; FeedbackCapacity
+	// is the most predictions kept for that.
+	FeedbackTTL      time.Duration `envconfig:"GATEWAY_FEEDBACK_TTL" default:"1h"`
+	FeedbackCapacity int           `envconfig:"GATEWAY_FEEDBACK_CAPACITY" default:"100000"`
 }
 
 // Worker configures the Temporal worker and the clients its activities hold.
 type Worker struct {
 	TaskQueue string `envconfig:"TASK_QUEUE" default:"mlrelease"`
+	// Registry selects the model registry: "sqlite" (the local file at RegistryPath)
+	// or "mlflow" (the server MLflow's own MLFLOW_TRACKING_URI, MLFLOW_TRACKING_TOKEN
+	// or MLFLOW_TRACKING_USERNAME/PASSWORD name).
+	Registry string `envconfig:"REGISTRY" default:"sqlite"`
 	// RegistryPath is the local SQLite registry's file.
 	RegistryPath string `envconfig:"REGISTRY_PATH" default:".mlrelease/registry.db"`
+	// Watch starts releases from the registry; off unless Watch.PlansDir is set.
+	Watch Watch `envconfig:"WATCH"`
 	// GatewayURL is the gateway's base URL; the deployer drives its admin API.
 	GatewayURL        string `envconfig:"GATEWAY_URL" default:"http://127.0.0.1:8080"`
 	GatewayAdminToken string `envconfig:"GATEWAY_ADMIN_TOKEN"`
@@ -33,6 +53,53 @@ type Worker struct {
 	Listen string `envconfig:"WORKER_LISTEN" default:"127.0.0.1:8090"`
 	// WebUIURL is where release links in notifications point.
 	WebUIURL string `envconfig:"WEB_UI_URL" default:"http://localhost:8233"`
+	// Slack posts release threads and takes approvals; off when no bot token is set.
+	Slack Slack `envconfig:"SLACK"`
+}
+
+// Watch configures the release watcher (MLRELEASE_WATCH_*): a long-running
+// workflow that starts a release when a version gets the alias or tag.
+type Watch struct {
+	// PlansDir holds one plan per model, MODEL.yaml; a version's mlrelease.plan tag
+	// may name another plan file there. Empty turns the watcher off.
+	PlansDir string `envconfig:"PLANS_DIR"`
+	// Alias marks a version for release (default challenger); Tag (KEY=VALUE), when
+	// set, marks it instead.
+	Alias string `envconfig:"ALIAS" default:"challenger"`
+	Tag   string `envconfig:"TAG"`
+	// Interval is how often the registry is polled.
+	Interval time.Duration `envconfig:"INTERVAL" default:"30s"`
+}
+
+// Slack configures the Slack app (MLRELEASE_SLACK_*). The three tokens are secrets:
+// they come only from the environment and are never logged.
+type Slack struct {
+	// BotToken (xoxb-...) posts and edits messages and reads users and user groups.
+	BotToken string `envconfig:"BOT_TOKEN"`
+	// Channel is the channel ID (or name) release threads go to.
+	Channel string `envconfig:"CHANNEL"`
+	// SigningSecret verifies HTTP interactions at /slack/interactions on the
+	// worker's listener; unset disables that endpoint.
+	SigningSecret string `envconfig:"SIGNING_SECRET"`
+	// AppToken (xapp-...) receives interactions over Socket Mode, with no public
+	// URL; unset disables Socket Mode.
+	AppToken string `envconfig:"APP_TOKEN"`
+	// APIURL overrides Slack's Web API base URL (tests, proxies).
+	APIURL string `envconfig:"API_URL"`
+}
+
+// Enabled reports whether Slack is configured.
+func (s Slack) Enabled() bool { return s.BotToken != "" }
+
+// String shows the settings without the secrets, so that logging it is safe.
+func (s Slack) String() string {
+	set := func(v string) string {
+		if v == "" {
+			return "unset"
+		}
+		return "set"
+	}
+	return fmt.Sprintf("slack{channel: %q, botToken: %s, signingSecret: %s, appToken: %s}", s.Channel, set(s.BotToken), set(s.SigningSecret), set(s.AppToken))
 }
 
 // Load fills c from the environment, applying defaults.

@@ -20,7 +20,20 @@ import (
 const (
 	// JudgeThreshold checks the candidate's value against min and max (Argo Rollouts style).
 	JudgeThreshold = "threshold"
+	// JudgeRate compares the candidate's event rate (errors per request, incorrect per
+	// labelled prediction) with the champion's on counter increments, with an
+	// anytime-valid sequential test: it stays right however often it looks.
+	JudgeRate = "rate"
+	// JudgeLatency tests, anytime-valid, that the candidate's latency quantiles are not
+	// above the champion's by more than the tolerance, on histogram buckets.
+	JudgeLatency = "latency"
+	// JudgeDrift compares the candidate's and the champion's prediction-score
+	// histograms by PSI and Jensen-Shannon divergence.
+	JudgeDrift = "drift"
 )
+
+// Judges lists the judge kinds.
+var Judges = []string{JudgeThreshold, JudgeRate, JudgeLatency, JudgeDrift}
 
 // No-data policies: what a measurement with no data means. There is no "pass".
 const (
@@ -29,6 +42,10 @@ const (
 	NoDataHold = "hold"
 	// NoDataFail counts the measurement as a failure.
 	NoDataFail = "fail"
+	// NoDataPass counts the measurement as a pass, with a warning in its evidence. Only
+	// allowed with the metric's allowNoDataPass flag: missing data hides broken
+	// candidates, so a plan must say twice that it wants this.
+	NoDataPass = "pass"
 )
 
 // What an approval timeout does.
@@ -67,6 +84,12 @@ type Staging struct {
 	MaxP99Latency Duration `yaml:"maxP99Latency" json:"maxP99Latency"`
 	// MaxErrorRate is the share of evaluation requests that may fail. Default 0.
 	MaxErrorRate float64 `yaml:"maxErrorRate" json:"maxErrorRate"`
+	// MaxClassAccuracyDrop is how far below the champion's accuracy on each true class
+	// the candidate may be (0..1); nil means no per-class gate.
+	MaxClassAccuracyDrop *float64 `yaml:"maxClassAccuracyDrop" json:"maxClassAccuracyDrop,omitempty"`
+	// MaxP99LatencyIncrease is how much slower than the champion's p99 latency the
+	// candidate's may be, relative (0.2: 20%); zero means no relative latency gate.
+	MaxP99LatencyIncrease float64 `yaml:"maxP99LatencyIncrease" json:"maxP99LatencyIncrease,omitempty"`
 }
 
 // Shadow mirrors live traffic to the candidate; users get the champion's answers.
@@ -115,27 +138,112 @@ type Analysis struct {
 	Metrics  []Metric `yaml:"metrics" json:"metrics"`
 }
 
-// Metric is one check, measured every interval.
+// Metric is one check, measured every interval by the judge it names.
 type Metric struct {
 	Name string `yaml:"name" json:"name"`
-	// Judge is the judge kind; default "threshold".
+	// Judge is the judge kind: "threshold" (default), "rate", "latency" or "drift".
 	Judge string `yaml:"judge" json:"judge"`
 	// Query is PromQL with template fields {{.Model}}, {{.Variant}}, {{.Version}} and
-	// {{.Interval}} (the analysis interval as a PromQL duration).
+	// {{.Interval}} (the analysis interval as a PromQL duration). Threshold: one
+	// number. Rate: the cumulative count of events, one series (sum of a counter,
+	// e.g. 5xx requests). Latency and drift: cumulative histogram buckets, one series
+	// per "le" label (sum by (le) of a _bucket counter).
 	Query string `yaml:"query" json:"query"`
+	// TotalQuery is the rate judge's cumulative count of trials (requests, labelled
+	// predictions), the denominator of the rate; same template fields.
+	TotalQuery string `yaml:"totalQuery" json:"totalQuery,omitempty"`
 	// Min and Max bound the candidate's value (threshold judge); at least one is set.
 	Min *float64 `yaml:"min" json:"min,omitempty"`
 	Max *float64 `yaml:"max" json:"max,omitempty"`
+	// Tolerance is the relative increase the rate judge tolerates (0.1: the candidate's
+	// rate may be up to 10% above the champion's), or the relative slowdown of each
+	// latency quantile the latency judge tolerates. Default 0.
+	Tolerance float64 `yaml:"tolerance" json:"tolerance,omitempty"`
+	// Alpha is the sequential judges' false-rollback rate: the chance that a candidate
+	// as good as the champion (within the tolerance) is ever failed, however often the
+	// judge looks. Default 0.05.
+	Alpha float64 `yaml:"alpha" json:"alpha,omitempty"`
+	// Quantiles are the latency judge's quantiles. Default [0.5, 0.99].
+	Quantiles []float64 `yaml:"quantiles" json:"quantiles,omitempty"`
+	// MaxPSI and MaxJS bound the drift judge's population stability index (default
+	// 0.25; 0.1 is the conventional "watch" level) and Jensen-Shannon divergence
+	// (base 2, 0..1; default 0.1).
+	MaxPSI *float64 `yaml:"maxPSI" json:"maxPSI,omitempty"`
+	MaxJS  *float64 `yaml:"maxJS" json:"maxJS,omitempty"`
+	// MinSamples is the candidate's sample size (requests, labelled predictions,
+	// histogram observations) a rate, latency or drift judge needs since the stage
+	// started before it may pass; below it the measurement holds. Default 100.
+	MinSamples *int `yaml:"minSamples" json:"minSamples,omitempty"`
 	// FailureLimit is how many failed measurements a stage tolerates. Default 0.
 	FailureLimit int `yaml:"failureLimit" json:"failureLimit"`
 	// ConsecutiveErrorLimit is how many provider errors in a row (Prometheus
 	// unreachable) a stage tolerates; they are not metric failures. Default 4.
 	ConsecutiveErrorLimit *int `yaml:"consecutiveErrorLimit" json:"consecutiveErrorLimit"`
-	// NoData is the no-data policy: "hold" (default) or "fail".
+	// InconclusiveLimit is how many inconclusive (held) measurements a stage tolerates
+	// before it fails; nil means no limit beyond MaxHolds.
+	InconclusiveLimit *int `yaml:"inconclusiveLimit" json:"inconclusiveLimit,omitempty"`
+	// NoData is the no-data policy: "hold" (default), "fail", or "pass" (only with
+	// AllowNoDataPass, and then with a warning in the evidence).
 	NoData string `yaml:"noData" json:"noData"`
+	// AllowNoDataPass confirms noData "pass".
+	AllowNoDataPass bool `yaml:"allowNoDataPass" json:"allowNoDataPass,omitempty"`
 	// MaxHolds is how many intervals a bake may be extended while this metric has
-	// no data (policy "hold"). Default 3.
+	// no data or too small a sample (policy "hold"). Default 3.
 	MaxHolds *int `yaml:"maxHolds" json:"maxHolds"`
+}
+
+// Sequential reports whether the metric's judge accumulates evidence across
+// intervals (from counters), rather than judging each interval's value alone.
+func (m Metric) Sequential() bool {
+	return m.Judge == JudgeRate || m.Judge == JudgeLatency || m.Judge == JudgeDrift
+}
+
+// Queries are the metric's query templates.
+func (m Metric) Queries() []string {
+	if m.TotalQuery != "" {
+		return []string{m.Query, m.TotalQuery}
+	}
+	return []string{m.Query}
+}
+
+// AlphaOrDefault is Alpha, default 0.05.
+func (m Metric) AlphaOrDefault() float64 {
+	if m.Alpha == 0 {
+		return 0.05
+	}
+	return m.Alpha
+}
+
+// MinSampleSize is MinSamples, default 100.
+func (m Metric) MinSampleSize() int {
+	if m.MinSamples == nil {
+		return 100
+	}
+	return *m.MinSamples
+}
+
+// QuantilesOrDefault is Quantiles, default [0.5, 0.99].
+func (m Metric) QuantilesOrDefault() []float64 {
+	if len(m.Quantiles) == 0 {
+		return []float64{0.5, 0.99}
+	}
+	return m.Quantiles
+}
+
+// PSILimit is MaxPSI, default 0.25.
+func (m Metric) PSILimit() float64 {
+	if m.MaxPSI == nil {
+		return 0.25
+	}
+	return *m.MaxPSI
+}
+
+// JSLimit is MaxJS, default 0.1.
+func (m Metric) JSLimit() float64 {
+	if m.MaxJS == nil {
+		return 0.1
+	}
+	return *m.MaxJS
 }
 
 // Approval is the human decision before promotion.
@@ -150,19 +258,40 @@ type Approval struct {
 	// OnTimeout is "rollback" (default when required) or "promote" (default, and only
 	// allowed, when not required).
 	OnTimeout string `yaml:"onTimeout" json:"onTimeout"`
+	// ApproverGroups are user groups (Slack user group IDs, S...) whose members may
+	// approve or reject, beside the Approvers. The client that sends a decision says
+	// which groups its user belongs to (the Slack handler asks Slack).
+	ApproverGroups []string `yaml:"approverGroups" json:"approverGroups,omitempty"`
+	// FourEyes refuses an approval from whoever started the release.
+	FourEyes bool `yaml:"fourEyes" json:"fourEyes,omitempty"`
+	// Quorum is how many distinct approvers must approve before promotion. Zero means 1.
+	Quorum int `yaml:"quorum" json:"quorum,omitempty"`
 }
+
+// Needed is how many distinct approvals promotion waits for.
+func (a Approval) Needed() int { return max(a.Quorum, 1) }
 
 // Waits reports whether the release stops for a human decision before promotion.
 func (a Approval) Waits() bool { return a.Required || a.Timeout > 0 }
 
-// Allows reports whether who may approve or reject.
-func (a Approval) Allows(who string) bool {
-	if len(a.Approvers) == 0 {
-		return !a.Required && who != ""
+// Allows reports whether who, a member of groups, may approve or reject.
+func (a Approval) Allows(who string, groups ...string) bool {
+	if who == "" {
+		return false
+	}
+	if len(a.Approvers) == 0 && len(a.ApproverGroups) == 0 {
+		return !a.Required
 	}
 	for _, w := range a.Approvers {
 		if w == who {
 			return true
+		}
+	}
+	for _, g := range a.ApproverGroups {
+		for _, member := range groups {
+			if g == member {
+				return true
+			}
 		}
 	}
 	return false
@@ -298,6 +427,12 @@ func (p *Plan) Validate() error {
 	if s.MaxErrorRate < 0 || s.MaxErrorRate > 1 {
 		bad("staging.maxErrorRate", "%v is outside 0..1", s.MaxErrorRate)
 	}
+	if d := s.MaxClassAccuracyDrop; d != nil && (*d < 0 || *d > 1) {
+		bad("staging.maxClassAccuracyDrop", "%v is outside 0..1", *d)
+	}
+	if s.MaxP99LatencyIncrease < 0 {
+		bad("staging.maxP99LatencyIncrease", "%v must not be negative", s.MaxP99LatencyIncrease)
+	}
 
 	if p.Shadow.Share < 0 || p.Shadow.Share > 100 {
 		bad("shadow.share", "%d is outside 0..100", p.Shadow.Share)
@@ -350,13 +485,26 @@ func (p *Plan) Validate() error {
 	}
 
 	a := p.Approval
-	if a.Required && len(a.Approvers) == 0 {
-		bad("approval.approvers", "is empty but approval.required is true")
+	if a.Required && len(a.Approvers) == 0 && len(a.ApproverGroups) == 0 {
+		bad("approval.approvers", "is empty but approval.required is true (name approvers or approverGroups)")
 	}
 	for i, who := range a.Approvers {
 		if strings.TrimSpace(who) == "" {
 			bad(fmt.Sprintf("approval.approvers[%d]", i), "is empty")
 		}
+	}
+	for i, g := range a.ApproverGroups {
+		if strings.TrimSpace(g) == "" {
+			bad(fmt.Sprintf("approval.approverGroups[%d]", i), "is empty")
+		}
+	}
+	switch {
+	case a.Quorum < 0:
+		bad("approval.quorum", "%d must not be negative", a.Quorum)
+	case a.Quorum > 1 && len(a.ApproverGroups) == 0 && len(a.Approvers) > 0 && a.Quorum > len(a.Approvers):
+		bad("approval.quorum", "%d is more than the %d approvers listed: the release could never be approved", a.Quorum, len(a.Approvers))
+	case a.Quorum > 1 && !a.Required && a.Timeout == 0:
+		bad("approval.quorum", "%d needs an approval stage: set approval.required or approval.timeout", a.Quorum)
 	}
 	if a.Timeout < 0 {
 		bad("approval.timeout", "%s must not be negative", a.Timeout)
@@ -390,13 +538,53 @@ func (m Metric) validate(f string) []error {
 		if m.Min != nil && m.Max != nil && *m.Min > *m.Max {
 			bad("min", "%v is above max %v", *m.Min, *m.Max)
 		}
+	case JudgeRate:
+		if strings.TrimSpace(m.TotalQuery) == "" {
+			bad("totalQuery", "is empty: a rate judge needs the count of trials (requests) beside the count of events")
+		}
+	case JudgeLatency:
+		for i, q := range m.Quantiles {
+			if q <= 0 || q >= 1 {
+				bad(fmt.Sprintf("quantiles[%d]", i), "%v is outside (0, 1)", q)
+			}
+		}
+	case JudgeDrift:
+		if m.PSILimit() <= 0 {
+			bad("maxPSI", "%v must be positive", m.PSILimit())
+		}
+		if m.JSLimit() <= 0 || m.JSLimit() > 1 {
+			bad("maxJS", "%v is outside (0, 1]", m.JSLimit())
+		}
 	default:
-		bad("judge", "%q is not a known judge (known: %q)", m.Judge, JudgeThreshold)
+		bad("judge", "%q is not a known judge (known: %q)", m.Judge, Judges)
 	}
-	if strings.TrimSpace(m.Query) == "" {
-		bad("query", "is empty")
-	} else if _, err := Render(m.Query, QueryVars{Model: "m", Variant: "candidate", Version: "1", Interval: "1m"}); err != nil {
-		bad("query", "%v", err)
+	if m.Judge != JudgeThreshold && (m.Min != nil || m.Max != nil) {
+		bad("max", "min and max are for the threshold judge; the %s judge compares the candidate with the champion", m.Judge)
+	}
+	if m.Judge != JudgeRate && m.TotalQuery != "" {
+		bad("totalQuery", "is only for the rate judge")
+	}
+	if m.Tolerance < 0 {
+		bad("tolerance", "%v must not be negative", m.Tolerance)
+	}
+	if m.Alpha < 0 || m.Alpha >= 1 {
+		bad("alpha", "%v is outside (0, 1)", m.Alpha)
+	}
+	if m.MinSampleSize() < 0 {
+		bad("minSamples", "%d must not be negative", m.MinSampleSize())
+	}
+	if m.InconclusiveLimit != nil && *m.InconclusiveLimit < 0 {
+		bad("inconclusiveLimit", "%d must not be negative", *m.InconclusiveLimit)
+	}
+	for _, q := range []struct{ field, query string }{{"query", m.Query}, {"totalQuery", m.TotalQuery}} {
+		if q.field == "totalQuery" && q.query == "" {
+			continue
+		}
+		if strings.TrimSpace(q.query) == "" {
+			bad(q.field, "is empty")
+		} else if _, err := Render(q.query, QueryVars{Model: "m", Variant: "candidate", Version: "1", Interval: "1m"}); err != nil {
+			bad(q.field, "%v", err)
+		}
 	}
 	if m.FailureLimit < 0 {
 		bad("failureLimit", "%d must not be negative", m.FailureLimit)
@@ -404,8 +592,17 @@ func (m Metric) validate(f string) []error {
 	if m.ErrorLimit() < 0 {
 		bad("consecutiveErrorLimit", "%d must not be negative", m.ErrorLimit())
 	}
-	if m.NoData != NoDataHold && m.NoData != NoDataFail {
-		bad("noData", "%q is not one of %q, %q (no data is never a pass)", m.NoData, NoDataHold, NoDataFail)
+	switch m.NoData {
+	case NoDataHold, NoDataFail:
+		if m.AllowNoDataPass {
+			bad("allowNoDataPass", "is true but noData is %q; it only confirms noData %q", m.NoData, NoDataPass)
+		}
+	case NoDataPass:
+		if !m.AllowNoDataPass {
+			bad("noData", "%q needs allowNoDataPass: true as well: a metric with no data cannot tell a broken candidate from a good one", m.NoData)
+		}
+	default:
+		bad("noData", "%q is not one of %q, %q, %q", m.NoData, NoDataHold, NoDataFail, NoDataPass)
 	}
 	if m.HoldLimit() < 0 {
 		bad("maxHolds", "%d must not be negative", m.HoldLimit())

@@ -146,8 +146,28 @@ func TestParseRejects(t *testing.T) {
 			[]string{"analysis.metrics[0].query", "Window"}},
 		{"bad query syntax", "{{.Interval}}", "{{.Interval",
 			[]string{"analysis.metrics[0].query", "template"}},
-		{"unknown no-data policy", "noData: fail", "noData: pass",
-			[]string{"analysis.metrics[1].noData", `"pass"`, "never a pass"}},
+		{"unknown no-data policy", "noData: fail", "noData: skip",
+			[]string{"analysis.metrics[1].noData", `"skip" is not one of`}},
+		{"no-data pass without its flag", "noData: fail", "noData: pass",
+			[]string{"analysis.metrics[1].noData", `"pass" needs allowNoDataPass: true`}},
+		{"no-data flag without pass", "noData: fail", "noData: fail\n      allowNoDataPass: true",
+			[]string{"analysis.metrics[1].allowNoDataPass", `only confirms noData "pass"`}},
+		{"rate judge without total", "      max: 0.05\n", "      judge: rate\n",
+			[]string{"analysis.metrics[0].totalQuery", "a rate judge needs the count of trials"}},
+		{"rate judge with bounds", "      max: 0.05\n", "      max: 0.05\n      judge: rate\n      totalQuery: sum(x)\n",
+			[]string{"analysis.metrics[0].max", "min and max are for the threshold judge"}},
+		{"latency quantile 1", "      max: 0.05\n", "      judge: latency\n      quantiles: [0.5, 1]\n",
+			[]string{"analysis.metrics[0].quantiles[1]", "1 is outside (0, 1)"}},
+		{"drift JS above 1", "      max: 0.05\n", "      judge: drift\n      maxJS: 2\n",
+			[]string{"analysis.metrics[0].maxJS", "2 is outside (0, 1]"}},
+		{"alpha 1", "      max: 0.05\n", "      judge: rate\n      totalQuery: sum(x)\n      alpha: 1\n",
+			[]string{"analysis.metrics[0].alpha", "1 is outside (0, 1)"}},
+		{"negative tolerance", "      max: 0.05\n", "      judge: rate\n      totalQuery: sum(x)\n      tolerance: -0.1\n",
+			[]string{"analysis.metrics[0].tolerance", "-0.1 must not be negative"}},
+		{"negative min samples", "      max: 0.05\n", "      judge: rate\n      totalQuery: sum(x)\n      minSamples: -1\n",
+			[]string{"analysis.metrics[0].minSamples", "-1 must not be negative"}},
+		{"negative inconclusive limit", "      max: 0.05\n", "      max: 0.05\n      inconclusiveLimit: -2\n",
+			[]string{"analysis.metrics[0].inconclusiveLimit", "-2 must not be negative"}},
 		{"duplicate metric", "name: accuracy", "name: error-rate",
 			[]string{"analysis.metrics[1].name", `"error-rate" is used twice`}},
 		{"bad model name", "model: iris", "model: iris flowers",
@@ -246,4 +266,53 @@ analysis:
 	m := p.Analysis.Metrics[0]
 	assert.Equal(t, 0, m.HoldLimit(), "maxHolds: 0 never extends a stage")
 	assert.Equal(t, 0, m.ErrorLimit(), "consecutiveErrorLimit: 0 fails at the first provider error")
+}
+
+func TestDemoPlanSelectsJudgesPerMetric(t *testing.T) {
+	p, err := plan.Load("../../examples/plans/demo.yaml")
+	require.NoError(t, err)
+	judges := map[string]string{}
+	for _, m := range p.Analysis.Metrics {
+		judges[m.Name] = m.Judge
+	}
+	assert.Equal(t, plan.JudgeRate, judges["error-rate"])
+	assert.Equal(t, plan.JudgeThreshold, judges["p99-latency-seconds"])
+}
+
+func TestParseCountingJudges(t *testing.T) {
+	p, err := plan.Parse([]byte(`
+model: iris
+analysis:
+  metrics:
+    - name: errors
+      judge: rate
+      query: sum(mlrelease_gateway_requests_total{variant="{{.Variant}}",code=~"5.."})
+      totalQuery: sum(mlrelease_gateway_requests_total{variant="{{.Variant}}"})
+      tolerance: 0.1
+    - name: latency
+      judge: latency
+      query: sum by (le) (mlrelease_gateway_request_duration_seconds_bucket{variant="{{.Variant}}"})
+    - name: drift
+      judge: drift
+      query: sum by (le) (mlrelease_gateway_prediction_score_bucket{variant="{{.Variant}}"})
+      maxPSI: 0.1
+    - name: accuracy
+      judge: rate
+      query: sum(mlrelease_gateway_feedback_total{variant="{{.Variant}}",outcome="incorrect"})
+      totalQuery: sum(mlrelease_gateway_feedback_total{variant="{{.Variant}}"})
+      noData: pass
+      allowNoDataPass: true
+      minSamples: 1000
+`))
+	require.NoError(t, err)
+	ms := p.Analysis.Metrics
+	assert.True(t, ms[0].Sequential())
+	assert.Equal(t, 0.05, ms[0].AlphaOrDefault())
+	assert.Equal(t, 100, ms[0].MinSampleSize())
+	assert.Len(t, ms[0].Queries(), 2)
+	assert.Equal(t, []float64{0.5, 0.99}, ms[1].QuantilesOrDefault())
+	assert.Equal(t, 0.1, ms[2].PSILimit())
+	assert.Equal(t, 0.1, ms[2].JSLimit())
+	assert.Equal(t, plan.NoDataPass, ms[3].NoData)
+	assert.Equal(t, 1000, ms[3].MinSampleSize())
 }

@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -25,7 +27,6 @@ import (
 	"github.com/mlrelease/mlrelease/internal/analysis"
 	"github.com/mlrelease/mlrelease/internal/config"
 	"github.com/mlrelease/mlrelease/internal/deploy"
-	"github.com/mlrelease/mlrelease/internal/notify"
 	"github.com/mlrelease/mlrelease/internal/registry"
 	"github.com/mlrelease/mlrelease/internal/scoring"
 	"github.com/mlrelease/mlrelease/workflows"
@@ -44,9 +45,9 @@ func Run(ctx context.Context, cfg config.Worker, opts client.Options, logger *sl
 		return err
 	}
 
-	reg, err := registry.OpenSQLite(cfg.RegistryPath)
+	reg, err := registry.Open(cfg.Registry, cfg.RegistryPath)
 	if err != nil {
-		return fmt.Errorf("open registry %s: %w", cfg.RegistryPath, err)
+		return fmt.Errorf("open the %s registry: %w", cfg.Registry, err)
 	}
 	defer reg.Close()
 	prom, err := analysis.NewPrometheus(cfg.PrometheusURL)
@@ -58,11 +59,12 @@ func Run(ctx context.Context, cfg config.Worker, opts client.Options, logger *sl
 		Deployer: deploy.NewGateway(cfg.GatewayURL, cfg.GatewayAdminToken, nil),
 		Metrics:  prom,
 		Scoring:  &scoring.Client{HTTP: &http.Client{Timeout: 30 * time.Second}},
-		Notifier: notify.Log{Logger: logger.With("component", "notifier")},
+		Notifier: notifier(cfg, logger),
 	}
 
 	w := worker.New(c, cfg.TaskQueue, worker.Options{})
 	w.RegisterWorkflowWithOptions(workflows.ReleaseWorkflow, workflow.RegisterOptions{Name: workflows.WorkflowName})
+	w.RegisterWorkflowWithOptions(workflows.WatcherWorkflow, workflow.RegisterOptions{Name: workflows.WatcherWorkflowName})
 	w.RegisterActivity(acts)
 
 	metrics := prometheus.NewRegistry()
@@ -70,6 +72,7 @@ func Run(ctx context.Context, cfg config.Worker, opts client.Options, logger *sl
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(metrics, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
+	serveSlack(ctx, mux, c, cfg, logger)
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen on MLRELEASE_WORKER_LISTEN %s: %w", cfg.Listen, err)
@@ -86,6 +89,9 @@ func Run(ctx context.Context, cfg config.Worker, opts client.Options, logger *sl
 		return fmt.Errorf("start worker on task queue %s: %w", cfg.TaskQueue, err)
 	}
 	defer w.Stop()
+	if err := startWatcher(ctx, c, cfg, reg, logger); err != nil {
+		return err
+	}
 	logger.Info("worker started", "taskQueue", cfg.TaskQueue, "namespace", opts.Namespace, "metrics", ln.Addr().String(),
 		"gateway", cfg.GatewayURL, "prometheus", cfg.PrometheusURL, "registry", cfg.RegistryPath)
 	if ready != nil {
@@ -119,5 +125,44 @@ func ensureSearchAttributes(ctx context.Context, c client.Client, namespace stri
 		return fmt.Errorf("register search attributes %v in namespace %s (register them with `temporal operator search-attribute create`): %w", req.SearchAttributes, namespace, err)
 	}
 	logger.Info("registered search attributes", "namespace", namespace, "count", len(req.SearchAttributes))
+	return nil
+}
+
+// startWatcher ensures the release watcher runs when a plans folder is configured.
+// A watcher already running is kept as it is (terminate it to change its settings).
+func startWatcher(ctx context.Context, c client.Client, cfg config.Worker, reg registry.Registry, logger *slog.Logger) error {
+	wc := cfg.Watch
+	if wc.PlansDir == "" {
+		return nil
+	}
+	if _, ok := reg.(registry.Finder); !ok {
+		return fmt.Errorf("MLRELEASE_WATCH_PLANS_DIR is set but the %s registry cannot be watched: use MLRELEASE_REGISTRY=mlflow", cfg.Registry)
+	}
+	plansDir, err := filepath.Abs(wc.PlansDir)
+	if err != nil {
+		return fmt.Errorf("MLRELEASE_WATCH_PLANS_DIR %s: %w", wc.PlansDir, err)
+	}
+	mark := registry.Mark{Alias: wc.Alias}
+	if wc.Tag != "" {
+		k, v, ok := strings.Cut(wc.Tag, "=")
+		if !ok || k == "" {
+			return fmt.Errorf("MLRELEASE_WATCH_TAG=%q: want KEY=VALUE, e.g. mlrelease.release=requested", wc.Tag)
+		}
+		mark = registry.Mark{TagKey: k, TagValue: v}
+	}
+	if mark.Alias == "" && mark.TagKey == "" {
+		return errors.New("the watcher needs MLRELEASE_WATCH_ALIAS or MLRELEASE_WATCH_TAG")
+	}
+	run, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
+		ID:                       workflows.WatcherWorkflowID,
+		TaskQueue:                cfg.TaskQueue,
+		WorkflowIDConflictPolicy: enums.WORKFLOW_ID_CONFLICT_POLICY_USE_EXISTING,
+		WorkflowIDReusePolicy:    enums.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE,
+		StaticSummary:            "release watcher: starts a release when a version gets " + mark.String(),
+	}, workflows.WatcherWorkflow, workflows.WatcherInput{Mark: mark, PlansDir: plansDir, Interval: wc.Interval, TaskQueue: cfg.TaskQueue})
+	if err != nil {
+		return fmt.Errorf("start the release watcher: %w", err)
+	}
+	logger.Info("release watcher running", "workflowId", run.GetID(), "runId", run.GetRunID(), "mark", mark.String(), "plans", plansDir)
 	return nil
 }

@@ -111,7 +111,9 @@ func run(ctx context.Context) error {
 	}
 	// Step 3: the gateway, and Prometheus scraping it and the worker.
 	if err := up("gateway", "gateway", nil, httpReady("http://"+gatewayAddr+"/readyz"),
-		"MLRELEASE_GATEWAY_LISTEN="+gatewayAddr, "MLRELEASE_GATEWAY_ADMIN_TOKEN="+token); err != nil {
+		"MLRELEASE_GATEWAY_LISTEN="+gatewayAddr, "MLRELEASE_GATEWAY_ADMIN_TOKEN="+token,
+		// Routes survive a restart of the gateway (and of make run) in this file.
+		"MLRELEASE_GATEWAY_STATE_FILE="+filepath.Join(state, "gateway-state.json")); err != nil {
 		return err
 	}
 	promDir := filepath.Join(state, "prometheus")
@@ -169,9 +171,6 @@ func run(ctx context.Context) error {
 	// Step 6: the release.
 	webUI := fmt.Sprintf("http://localhost:%d", webUIPort)
 	if running {
-		if err := restoreRoutes(ctx, c, reg, gw); err != nil {
-			return err
-		}
 		fmt.Println("\na release of the demo model was still running: it resumes where it was")
 	} else {
 		p, err := plan.Load(filepath.Join(root, planFile))
@@ -232,33 +231,6 @@ func releaseRunning(ctx context.Context, c client.Client) (bool, error) {
 		return false, err
 	}
 	return d.GetWorkflowExecutionInfo().GetStatus() == enums.WORKFLOW_EXECUTION_STATUS_RUNNING, nil
-}
-
-// restoreRoutes puts back the routes of the running release (the gateway keeps them
-// in memory only), as its status says.
-func restoreRoutes(ctx context.Context, c client.Client, reg registry.Registry, gw deploy.Deployer) error {
-	st, err := release.GetStatus(ctx, c, stack.DemoModel)
-	if err != nil {
-		return err
-	}
-	if st.Champion == "" {
-		return nil // not resolved yet: the release applies its routes itself
-	}
-	champ, err := reg.GetVersion(ctx, stack.DemoModel, st.Champion)
-	if err != nil {
-		return err
-	}
-	t := deploy.Traffic{Model: stack.DemoModel, Champion: deploy.Backend{Version: champ.Version, URL: champ.Endpoint}}
-	if st.Candidate != "" && st.Stage != workflows.StageResolving {
-		cand, err := reg.GetVersion(ctx, stack.DemoModel, st.Candidate)
-		if err != nil {
-			return err
-		}
-		t.Candidate = &deploy.Backend{Version: cand.Version, URL: cand.Endpoint}
-		t.CandidateWeight, t.ShadowShare = st.CandidateWeight, st.ShadowShare
-	}
-	_, err = gw.Apply(ctx, t)
-	return err
 }
 
 func randomToken() string {
