@@ -118,7 +118,7 @@ func TestRelease(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, workflows.OutcomePromoted, v2.Tags[workflows.TagOutcome])
 		require.Equal(t, "alice", v2.Tags[workflows.TagApprover])
-		recordHistory(t, l, "release_promoted.json")
+		recordHistory(t, l, "release_promoted_thread.json")
 	})
 
 	t.Run("bad candidate is rolled back with no human action", func(t *testing.T) {
@@ -157,7 +157,7 @@ func TestRelease(t *testing.T) {
 		require.Contains(t, v3.Tags[workflows.TagReason], "error-rate")
 		_, err = l.Registry.ResolveAlias(ctx, stack.DemoModel, registry.AliasChallenger)
 		require.ErrorIs(t, err, registry.ErrNotFound, "challenger cleared")
-		recordHistory(t, l, "release_rolled_back.json")
+		recordHistory(t, l, "release_rolled_back_rate_judge.json")
 	})
 
 	t.Run("a query Prometheus rejects fails the release before traffic moves", func(t *testing.T) {
