@@ -149,14 +149,16 @@ func sequentialVerdict(m plan.Metric, logE float64, st *JudgeState, ev *Evidence
 	return Pass, fmt.Sprintf("%s; e-value %.3g below %.3g (anytime p %.2g), %.0f samples", what, e, 1/alpha, p, n)
 }
 
-func judgeRate(m plan.Metric, _ Reading, inc Reading, st *JudgeState, ev *Evidence) (Verdict, string) {
+func judgeRate(m plan.Metric, last Reading, inc Reading, st *JudgeState, ev *Evidence) (Verdict, string) {
 	if len(st.Tests) == 0 {
 		st.Tests = []RateMixture{{}}
 	}
 	x, nc := clampEvents(inc.Candidate[KeyEvents], inc.Candidate[KeyTotal])
 	y, nb := clampEvents(inc.Champion[KeyEvents], inc.Champion[KeyTotal])
 	rho0 := 1 + m.Tolerance
-	st.Tests[0].Add(x, y, nc, nb, rho0)
+	if psi0, ok := nullOdds(rho0, last.Champion); ok {
+		st.Tests[0].AddTable(x, y, nc, nb, psi0)
+	}
 
 	ex, n := clampEvents(st.Total.Candidate[KeyEvents], st.Total.Candidate[KeyTotal])
 	ey, nbt := clampEvents(st.Total.Champion[KeyEvents], st.Total.Champion[KeyTotal])
@@ -175,6 +177,28 @@ func judgeRate(m plan.Metric, _ Reading, inc Reading, st *JudgeState, ev *Eviden
 	what := fmt.Sprintf("candidate %.0f/%.0f (%.3g%%) vs champion %.0f/%.0f (%.3g%%), ratio %s (tolerated %.3g)",
 		ex, n, 100*rc, ey, nbt, 100*rb, ratio, rho0)
 	return sequentialVerdict(m, st.Tests[0].LogE(), st, ev, n, what)
+}
+
+// nullOdds is the odds ratio of the rate judge's null, a candidate rate rho0 times
+// the champion's pb: psi0 = rho0 (1-pb) / (1-rho0 pb). Without a tolerance it is 1
+// whatever pb, and the test is exact. With one, pb is the champion's rate over its
+// counters' history before the batch (a predictable plug-in, so that the batch
+// cannot move its own null; the champion's long history pins it down far better
+// than the comparison needs); for rare events psi0 is rho0, the rate test's null.
+// No history, or a tolerance that allows every rate, gives no test (ok false).
+func nullOdds(rho0 float64, history Counts) (float64, bool) {
+	if rho0 == 1 {
+		return 1, true
+	}
+	e, n := clampEvents(history[KeyEvents], history[KeyTotal])
+	if n <= 0 {
+		return 0, false
+	}
+	pb := e / n
+	if rho0*pb >= 1 {
+		return 0, false
+	}
+	return rho0 * (1 - pb) / (1 - rho0*pb), true
 }
 
 func judgeLatency(m plan.Metric, last Reading, inc Reading, st *JudgeState, ev *Evidence) (Verdict, string) {

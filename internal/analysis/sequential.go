@@ -28,6 +28,12 @@ import (
 // The mixing weights w_i are a fixed discrete prior over u = log(rho/rho0) > 0, so
 // the bound does not depend on any quadrature error. LogLR holds each grid point's
 // log likelihood ratio so far; it is the whole state of the test.
+//
+// Add is this binomial test, used by the latency judge on exceedance counts. The
+// rate judge uses AddTable, the same mixture over the odds ratio with each batch's
+// exact conditional law (Fisher's noncentral hypergeometric), which keeps the
+// information of outcomes that are not rare. Each batch's factor has mean at most 1
+// under the null either way, so a state may mix the two.
 type RateMixture struct {
 	LogLR []float64 `json:"logLR"`
 }
@@ -108,4 +114,128 @@ func logSumExp(xs []float64) float64 {
 		s += math.Exp(x - m)
 	}
 	return m + math.Log(s)
+}
+
+// AddTable takes one batch as a 2x2 table, x of the candidate's nc trials and y of
+// the champion's nb trials were events, and tests the odds ratio
+// psi = pc(1-pb) / (pb(1-pc)) of the arms' event probabilities against psi0.
+//
+// Conditioned on the batch's events m = x+y, x follows Fisher's noncentral
+// hypergeometric law with odds psi, whatever the champion's probability pb:
+//
+//	P(x | m) = C(nc,x) C(nb,m-x) psi^x / sum_u C(nc,u) C(nb,m-u) psi^u
+//
+// so each grid point's likelihood ratio against psi0 is exactly a nonnegative
+// martingale under psi = psi0 and, the law having a likelihood ratio monotone in x,
+// a supermartingale under psi < psi0: the same mixture and Ville bound as Add, with
+// no approximation for events that are not rare. Add's binomial law of x given m is
+// this law's limit when events are rare; when they are not (incorrect predictions
+// at 10%), the binomial is wider than the real law by about 1/(1-p), and Add gives up
+// that much of the evidence. The grid over u = log(psi/psi0) and its weights are
+// Add's. Counts are rounded to whole trials.
+func (r *RateMixture) AddTable(x, y, nc, nb, psi0 float64) {
+	x, y, nc, nb = math.Round(x), math.Round(y), math.Round(nc), math.Round(nb)
+	m := x + y
+	if nc <= 0 || nb <= 0 || m <= 0 || x > nc || y > nb || psi0 <= 0 || math.IsInf(psi0, 1) {
+		return
+	}
+	if x+y >= nc+nb {
+		return // every trial an event: the table carries no evidence
+	}
+	if r.LogLR == nil {
+		r.LogLR = make([]float64, rateGridPoints)
+	}
+	t := newTable(nc, nb, m)
+	lpsi0 := math.Log(psi0)
+	logZ0 := t.logZ(lpsi0)
+	xi := x - t.lo
+	for i, u := range rateGridU {
+		r.LogLR[i] += xi*u - (t.logZ(lpsi0+u) - logZ0)
+	}
+}
+
+// table is the support of Fisher's noncentral hypergeometric law for one batch:
+// u = lo..lo+len(lc)-1 candidate events of m. lc[k] is the log of
+// C(nc,u) C(nb,m-u) at u = lo+k, shifted by a constant (it cancels in the
+// likelihood ratio); ratio[k] = exp(lc[k+1]-lc[k]).
+type table struct {
+	nc, nb, m, lo float64
+	lc, ratio     []float64
+}
+
+func newTable(nc, nb, m float64) table {
+	lo, hi := math.Max(0, m-nb), math.Min(nc, m)
+	n := int(hi-lo) + 1
+	t := table{nc: nc, nb: nb, m: m, lo: lo, lc: make([]float64, n), ratio: make([]float64, n-1)}
+	for k := range t.ratio {
+		u := lo + float64(k)
+		t.ratio[k] = (nc - u) * (m - u) / ((u + 1) * (nb - m + u + 1))
+		t.lc[k+1] = t.lc[k] + math.Log(t.ratio[k])
+	}
+	return t
+}
+
+// logZ is log sum_k exp(lc[k] + k*lpsi), the law's normalizer with u = lo+k. The
+// sum starts near the mode (a root of the quadratic that sets the ratio of
+// neighbouring terms to 1) and walks out on each side by the ratio of neighbouring
+// terms, in units of the starting term. The terms are log-concave in k, so a side
+// that rises keeps rising to the mode and then falls; it stops once a term is below
+// 1e-17 of the sum, past which the rest cannot change a float64. The sum is rescaled
+// if it grows large (a start far below the mode).
+func (t table) logZ(lpsi float64) float64 {
+	psi := math.Exp(lpsi)
+	n := len(t.lc)
+	start := int(math.Max(0, math.Min(float64(n-1), math.Round(t.mode(psi)-t.lo))))
+	const big = 1e280
+	logScale, s, term := 0.0, 1.0, 1.0
+	rescale := func() {
+		if s > big {
+			s, term, logScale = s/big, term/big, logScale+math.Log(big)
+		}
+	}
+	for k := start; k+1 < n; k++ {
+		term *= t.ratio[k] * psi
+		s += term
+		if term < 1e-17*s {
+			break
+		}
+		rescale()
+	}
+	if logScale == 0 { // the right side fell from the start: the mode may be left
+		term = 1
+		for k := start; k > 0; k-- {
+			term /= t.ratio[k-1] * psi
+			s += term
+			if term < 1e-17*s {
+				break
+			}
+			rescale()
+		}
+	}
+	return t.lc[start] + float64(start)*lpsi + logScale + math.Log(s)
+}
+
+// mode is where the law's terms stop rising: the root in the support of
+// (psi-1)u^2 - (psi(nc+m) + nb - m)u + psi nc m = 0 (the continuous solution of
+// (nc-u)(m-u)psi = u(nb-m+u)). Only a starting point for logZ.
+func (t table) mode(psi float64) float64 {
+	a := psi - 1
+	b := -(psi*(t.nc+t.m) + t.nb - t.m)
+	c := psi * t.nc * t.m
+	if math.Abs(a) < 1e-12 {
+		return -c / b
+	}
+	d := math.Sqrt(math.Max(b*b-4*a*c, 0))
+	// The smaller root when psi > 1, the positive one when psi < 1; written to avoid
+	// cancellation.
+	q := -0.5 * (b - d)
+	if b > 0 {
+		q = -0.5 * (b + d)
+	}
+	r1, r2 := q/a, c/q
+	lo, hi := t.lo, t.lo+float64(len(t.lc)-1)
+	if r1 >= lo && r1 <= hi {
+		return r1
+	}
+	return r2
 }
