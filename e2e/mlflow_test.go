@@ -18,7 +18,6 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
-	tlog "go.temporal.io/sdk/log"
 	"go.temporal.io/sdk/testsuite"
 
 	"github.com/mlrelease/mlrelease/activities"
@@ -31,6 +30,7 @@ import (
 	"github.com/mlrelease/mlrelease/internal/release"
 	"github.com/mlrelease/mlrelease/internal/scoring"
 	"github.com/mlrelease/mlrelease/internal/stack"
+	"github.com/mlrelease/mlrelease/internal/stack/devserver"
 	"github.com/mlrelease/mlrelease/worker/host"
 	"github.com/mlrelease/mlrelease/workflows"
 )
@@ -84,8 +84,6 @@ func startMLflowStack(t *testing.T, ctx context.Context, root string) *mlflowSta
 	dir := t.TempDir()
 	s := &mlflowStack{procs: stack.Stack{LogDir: filepath.Join(dir, "logs")}}
 	t.Cleanup(s.close)
-	temporalBin, err := stack.Find(root, "temporal")
-	require.NoError(t, err, "run `make temporal`")
 	promBin, err := stack.Find(root, "prometheus")
 	require.NoError(t, err, "run `make prometheus`")
 
@@ -156,14 +154,7 @@ func startMLflowStack(t *testing.T, ctx context.Context, root string) *mlflowSta
 	// The Temporal dev server.
 	devLog, err := os.Create(filepath.Join(dir, "logs", "temporal.log"))
 	require.NoError(t, err)
-	s.dev, err = testsuite.StartDevServer(ctx, testsuite.DevServerOptions{
-		ExistingPath:  temporalBin,
-		ClientOptions: &client.Options{Namespace: "default", Logger: tlog.NewStructuredLogger(slog.New(slog.DiscardHandler))},
-		LogLevel:      "error",
-		ExtraArgs:     stack.SearchAttributeArgs(),
-		Stdout:        devLog,
-		Stderr:        devLog,
-	})
+	s.dev, err = devserver.Start(ctx, devLog)
 	require.NoError(t, err)
 	s.temporal = s.dev.Client()
 

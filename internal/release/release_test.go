@@ -4,11 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -16,8 +14,6 @@ import (
 
 	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/sdk/client"
-	tlog "go.temporal.io/sdk/log"
-	"go.temporal.io/sdk/testsuite"
 	"go.temporal.io/sdk/worker"
 
 	"github.com/mlrelease/mlrelease/activities"
@@ -25,6 +21,7 @@ import (
 	"github.com/mlrelease/mlrelease/internal/notify"
 	"github.com/mlrelease/mlrelease/internal/plan"
 	"github.com/mlrelease/mlrelease/internal/registry"
+	"github.com/mlrelease/mlrelease/internal/stack/devserver"
 	"github.com/mlrelease/mlrelease/workflows"
 )
 
@@ -36,33 +33,11 @@ func TestMain(m *testing.M) {
 }
 
 func runWithDevServer(m *testing.M) int {
-	// The test file's directory; go test also runs there, which covers -trimpath.
-	dir := "."
-	if _, file, _, ok := runtime.Caller(0); ok && filepath.IsAbs(file) {
-		dir = filepath.Dir(file)
-	}
-	cli, _ := filepath.Abs(filepath.Join(dir, "..", "..", "bin", "temporal"))
-	if _, err := os.Stat(cli); err != nil {
-		fmt.Fprintf(os.Stderr, "FAIL: the Temporal CLI is missing at %s (%v): run `make temporal` to build it\n", cli, err)
-		return 1
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	logger := tlog.NewStructuredLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})))
-	srv, err := testsuite.StartDevServer(ctx, testsuite.DevServerOptions{
-		ExistingPath:  cli,
-		ClientOptions: &client.Options{Namespace: "default", Logger: logger},
-		LogLevel:      "error",
-		Stdout:        io.Discard,
-		ExtraArgs: []string{
-			"--search-attribute", workflows.ModelKey.GetName() + "=Keyword",
-			"--search-attribute", workflows.CandidateVersionKey.GetName() + "=Keyword",
-			"--search-attribute", workflows.StageKey.GetName() + "=Keyword",
-			"--search-attribute", workflows.CanaryWeightKey.GetName() + "=Int",
-		},
-	})
+	srv, err := devserver.Start(ctx, nil)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "FAIL: start the Temporal dev server from %s: %v\n", cli, err)
+		fmt.Fprintf(os.Stderr, "FAIL: %v\n", err)
 		return 1
 	}
 	defer func() { _ = srv.Stop() }()

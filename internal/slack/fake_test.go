@@ -5,12 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/url"
 	"os"
-	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -20,11 +17,9 @@ import (
 	"github.com/slack-go/slack"
 	"github.com/slack-go/slack/slacktest"
 	"go.temporal.io/sdk/client"
-	tlog "go.temporal.io/sdk/log"
-	"go.temporal.io/sdk/testsuite"
 
 	"github.com/mlrelease/mlrelease/internal/deploy"
-	"github.com/mlrelease/mlrelease/workflows"
+	"github.com/mlrelease/mlrelease/internal/stack/devserver"
 )
 
 // call is one Web API call the fake Slack received.
@@ -170,32 +165,11 @@ var tc client.Client
 func TestMain(m *testing.M) { os.Exit(runWithDevServer(m)) }
 
 func runWithDevServer(m *testing.M) int {
-	dir := "."
-	if _, file, _, ok := runtime.Caller(0); ok && filepath.IsAbs(file) {
-		dir = filepath.Dir(file)
-	}
-	cli, _ := filepath.Abs(filepath.Join(dir, "..", "..", "bin", "temporal"))
-	if _, err := os.Stat(cli); err != nil {
-		fmt.Fprintf(os.Stderr, "FAIL: the Temporal CLI is missing at %s (%v): run `make temporal` to build it\n", cli, err)
-		return 1
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	logger := tlog.NewStructuredLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})))
-	srv, err := testsuite.StartDevServer(ctx, testsuite.DevServerOptions{
-		ExistingPath:  cli,
-		ClientOptions: &client.Options{Namespace: "default", Logger: logger},
-		LogLevel:      "error",
-		Stdout:        io.Discard,
-		ExtraArgs: []string{
-			"--search-attribute", workflows.ModelKey.GetName() + "=Keyword",
-			"--search-attribute", workflows.CandidateVersionKey.GetName() + "=Keyword",
-			"--search-attribute", workflows.StageKey.GetName() + "=Keyword",
-			"--search-attribute", workflows.CanaryWeightKey.GetName() + "=Int",
-		},
-	})
+	srv, err := devserver.Start(ctx, nil)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "FAIL: start the Temporal dev server from %s: %v\n", cli, err)
+		fmt.Fprintf(os.Stderr, "FAIL: %v\n", err)
 		return 1
 	}
 	defer func() { _ = srv.Stop() }()

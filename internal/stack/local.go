@@ -14,7 +14,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.temporal.io/sdk/client"
-	tlog "go.temporal.io/sdk/log"
 	"go.temporal.io/sdk/testsuite"
 
 	"github.com/mlrelease/mlrelease/examples/demo/load"
@@ -24,6 +23,7 @@ import (
 	"github.com/mlrelease/mlrelease/internal/gateway"
 	"github.com/mlrelease/mlrelease/internal/registry"
 	"github.com/mlrelease/mlrelease/internal/scoring"
+	"github.com/mlrelease/mlrelease/internal/stack/devserver"
 	"github.com/mlrelease/mlrelease/worker/host"
 )
 
@@ -92,10 +92,6 @@ func StartLocal(ctx context.Context, o LocalOptions) (_ *Local, err error) {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
-	}
-	temporalBin, err := Find(o.Root, "temporal")
-	if err != nil {
-		return nil, fmt.Errorf("%w: run `make temporal`", err)
 	}
 	promBin, err := Find(o.Root, "prometheus")
 	if err != nil {
@@ -166,16 +162,8 @@ func StartLocal(ctx context.Context, o LocalOptions) (_ *Local, err error) {
 	if err != nil {
 		return nil, err
 	}
-	l.dev, err = testsuite.StartDevServer(ctx, testsuite.DevServerOptions{
-		ExistingPath:  temporalBin,
-		ClientOptions: &client.Options{Namespace: "default", Logger: tlog.NewStructuredLogger(slog.New(slog.DiscardHandler))},
-		LogLevel:      "error",
-		ExtraArgs:     SearchAttributeArgs(),
-		Stdout:        devLog,
-		Stderr:        devLog,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("start the Temporal dev server (%s): %w", temporalBin, err)
+	if l.dev, err = devserver.Start(ctx, devLog); err != nil {
+		return nil, err
 	}
 	l.Temporal = l.dev.Client()
 

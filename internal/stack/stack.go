@@ -5,7 +5,6 @@ package stack
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"maps"
 	"net"
@@ -19,40 +18,14 @@ import (
 	"syscall"
 	"time"
 
-	"go.temporal.io/api/enums/v1"
-
-	"github.com/mlrelease/mlrelease/workflows"
+	"github.com/mlrelease/mlrelease/internal/stack/devserver"
 )
 
 // Find returns the path of a program: bin/NAME under root first, then PATH.
-func Find(root, name string) (string, error) {
-	p := filepath.Join(root, "bin", name)
-	if st, err := os.Stat(p); err == nil && !st.IsDir() {
-		return p, nil
-	}
-	if p, err := exec.LookPath(name); err == nil {
-		return p, nil
-	}
-	return "", fmt.Errorf("%s not found in %s or on PATH", name, filepath.Join(root, "bin"))
-}
+func Find(root, name string) (string, error) { return devserver.Find(root, name) }
 
 // Root finds the repository root (the folder with go.mod) from the working directory up.
-func Root() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no go.mod above the working directory")
-		}
-		dir = parent
-	}
-}
+func Root() (string, error) { return devserver.Root() }
 
 // Stack is a set of child processes stopped together, last started first.
 type Stack struct {
@@ -211,20 +184,7 @@ func InUse(addr string) bool {
 func TemporalArgs(dbFile string, port, uiPort int) []string {
 	args := []string{"server", "start-dev", "--db-filename", dbFile, "--ip", "127.0.0.1",
 		"--port", fmt.Sprint(port), "--ui-port", fmt.Sprint(uiPort), "--log-level", "warn"}
-	return append(args, SearchAttributeArgs()...)
-}
-
-// SearchAttributeArgs registers the release search attributes on a dev server.
-func SearchAttributeArgs() []string {
-	var args []string
-	for _, k := range workflows.SearchAttributes {
-		t := "Keyword"
-		if k.GetValueType() == enums.INDEXED_VALUE_TYPE_INT {
-			t = "Int"
-		}
-		args = append(args, "--search-attribute", k.GetName()+"="+t)
-	}
-	return args
+	return append(args, devserver.SearchAttributeArgs()...)
 }
 
 // PrometheusConfig is a Prometheus configuration scraping the targets (job name to
