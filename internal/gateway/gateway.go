@@ -48,8 +48,10 @@ type Options struct {
 	Gatherer prometheus.Gatherer
 	// Logger defaults to discarding everything.
 	Logger *slog.Logger
-	// Transport reaches the model servers; nil means a tuned clone of
-	// http.DefaultTransport.
+	// Transport, when set, reaches the model servers. When nil, the gateway's own
+	// HTTP/1.1 client (one keep-alive pool per model server, each call on the
+	// handler's goroutine) reaches plain-http model servers, and a tuned clone of
+	// http.DefaultTransport https ones (and requests that ask for a protocol upgrade).
 	Transport http.RoundTripper
 	Shadow    ShadowOptions
 	Feedback  FeedbackOptions
@@ -117,6 +119,9 @@ type Gateway struct {
 	feedback         *feedbackStore
 	draining         atomic.Bool
 
+	// client reaches plain-http model servers unless Options.Transport was set; proxy
+	// reaches the others.
+	client  *upstreamClient
 	proxy   *httputil.ReverseProxy
 	shadow  *mirror
 	handler http.Handler
@@ -138,8 +143,10 @@ func New(opts Options) (*Gateway, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
+	var client *upstreamClient
 	if opts.Transport == nil {
 		opts.Transport = defaultTransport()
+		client = newUpstreamClient()
 	}
 	opts.Shadow.setDefaults()
 	opts.Feedback.setDefaults()
@@ -171,6 +178,7 @@ func New(opts Options) (*Gateway, error) {
 		tolerance:        opts.AgreementTolerance,
 		idPrefix:         hex.EncodeToString(prefix[:]) + "-",
 		feedback:         newFeedbackStore(opts.Feedback, opts.Now),
+		client:           client,
 	}
 	if opts.AdminToken != "" {
 		sum := sha256.Sum256([]byte("Bearer " + opts.AdminToken))
@@ -184,7 +192,7 @@ func New(opts Options) (*Gateway, error) {
 		g.log.Info("routes restored", "file", opts.StateFile, "models", len(routes))
 	}
 	g.proxy = g.newProxy(opts.Transport)
-	g.shadow = newMirror(opts.Shadow, opts.Transport, m, opts.Logger)
+	g.shadow = newMirror(opts.Shadow, opts.Transport, client, m, opts.Logger)
 	g.handler = g.newHandler()
 	return g, nil
 }
@@ -201,7 +209,11 @@ func (g *Gateway) Drain() { g.draining.Store(true) }
 // first it abandons the calls still in flight. Call it after http.Server.Shutdown.
 func (g *Gateway) Shutdown(ctx context.Context) error {
 	g.Drain()
-	return g.shadow.shutdown(ctx)
+	err := g.shadow.shutdown(ctx)
+	if g.client != nil {
+		g.client.closeIdle()
+	}
+	return err
 }
 
 func (g *Gateway) newHandler() http.Handler {
@@ -226,7 +238,13 @@ func (g *Gateway) newHandler() http.Handler {
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"status": "ready", "models": len(*g.routes.Load())})
 	})
-	return mux
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if model, rest, ok := modelPath(r); ok {
+			g.serveModelPath(w, r, model, rest)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
 }
 
 func defaultTransport() http.RoundTripper {

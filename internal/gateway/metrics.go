@@ -116,6 +116,9 @@ func (m *metrics) observe(model, variant, version, mode string, code int, took t
 // request: label lookups hash every label value and showed up in the gateway's profile.
 type variantMetrics struct {
 	model, variant, version string
+	// variantValue and versionValue are the answer's header values, shared by every
+	// answer (full slices: an append copies them).
+	variantValue, versionValue []string
 
 	ok          [2]prometheus.Counter  // 200s, by mode
 	duration    [2]prometheus.Observer // by mode
@@ -137,7 +140,8 @@ func modeIndex(mode string) int {
 }
 
 func (m *metrics) forVariant(model, variant, version string) *variantMetrics {
-	v := &variantMetrics{model: model, variant: variant, version: version, requests: m.requests}
+	v := &variantMetrics{model: model, variant: variant, version: version, requests: m.requests,
+		variantValue: []string{variant}[:1:1], versionValue: []string{version}[:1:1]}
 	for i, mode := range []string{modePrimary, modeShadow} {
 		if mode == modeShadow && variant != deploy.Candidate {
 			v.ok[i], v.duration[i], v.score[i] = v.ok[0], v.duration[0], v.score[0] // never used

@@ -63,6 +63,14 @@ func ParsePredictions(body []byte) ([]Prediction, error) {
 	if body[0] == '[' {
 		return parseMLflowRows(body)
 	}
+	if preds, ok := parseNumericPredictions(body); ok {
+		return preds, nil
+	}
+	return parseEnvelope(body)
+}
+
+// parseEnvelope is ParsePredictions for an object, by encoding/json.
+func parseEnvelope(body []byte) ([]Prediction, error) {
 	var env struct {
 		Predictions json.RawMessage `json:"predictions"`
 		Outputs     []oipOutput     `json:"outputs"`

@@ -142,3 +142,74 @@ func FuzzParsePredictions(f *testing.F) {
 		}
 	})
 }
+
+// The fast path for numeric MLflow answers gives what the general parse gives, and
+// leaves everything else to it.
+func TestNumericPredictionsMatchGeneralParse(t *testing.T) {
+	fast := []string{
+		`{"predictions": [0, 1, 2.0]}`,
+		`{"predictions":[[0.1,0.7,0.2],[0.9,0.1]]}`,
+		" \n{ \"predictions\" :\t[ [ 0.2 , 0.8 ] , -4.5e-3 , 1E+2, -0, 0.0 ] } \r\n",
+		`{"predictions": [[1]]}`,
+		`{"predictions": [[-1, -2]]}`,
+		`{"predictions": [[0.3, 0.3, 0.3]]}`,
+		`{"predictions": [1e308, 5e-324, 123456789012345678901234567890]}`,
+		`{"predictions": [[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.11, 0.12, 0.13, 0.14, 0.15, 0.16, 0.17, 0.18, 0.19, 0.2]]}`,
+	}
+	slow := []string{
+		`{"predictions": []}`, `{"predictions": null}`, `{"predictions": [[]]}`, `{"predictions": ["cat"]}`,
+		`{"predictions": [{"label": 1}]}`, `{"predictions": [1], "x": 2}`, `{"x": 2, "predictions": [1]}`,
+		`{"Predictions": [1]}`, `{"predictions": [1]} x`, `{"predictions": [1,]}`, `{"predictions": [01]}`,
+		`{"predictions": [+1]}`, `{"predictions": [1.]}`, `{"predictions": [.5]}`, `{"predictions": [1e]}`,
+		`{"predictions": [1e400]}`, `{"predictions": [0x10]}`, `{"predictions": [1_0]}`, `{"predictions": [NaN]}`,
+		`{"predictions": [[1, "a"]]}`, `{"predictions": [[1] [2]]}`, `{"predictions": [1]`, `{"predictions": [1]}}`,
+		`{"predictions": [1], "predictions": [2]}`, `{"outputs": []}`, `{"predictions": [true]}`, `{"predictions": [[null]]}`,
+	}
+	for _, body := range fast {
+		got, ok := parseNumericPredictions([]byte(body))
+		require.True(t, ok, body)
+		want, err := parseEnvelope([]byte(body))
+		require.NoError(t, err, body)
+		assert.Equal(t, want, got, body)
+	}
+	for _, body := range slow {
+		_, ok := parseNumericPredictions([]byte(body))
+		assert.False(t, ok, body)
+	}
+	rows := make([]byte, 0, 8<<10)
+	rows = append(rows, `{"predictions": [0`...)
+	for range maxPredictionRows + 10 {
+		rows = append(rows, ",1"...)
+	}
+	rows = append(rows, "]}"...)
+	_, ok := parseNumericPredictions(rows)
+	assert.False(t, ok, "more rows than are read go the general way")
+	got, err := ParsePredictions(rows)
+	require.NoError(t, err)
+	assert.Len(t, got, maxPredictionRows)
+}
+
+func FuzzNumericPredictions(f *testing.F) {
+	for _, s := range []string{`{"predictions": [0, 1, 2.0]}`, `{"predictions":[[0.1,0.7],[1e3,-2]]}`, `{"predictions": [1e400]}`} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, body string) {
+		got, ok := parseNumericPredictions([]byte(body))
+		if !ok {
+			return
+		}
+		want, err := parseEnvelope([]byte(body))
+		if err != nil {
+			t.Fatalf("%q: fast path read %v, the general parse failed: %v", body, got, err)
+		}
+		for i := range want {
+			// NaN cannot occur; equal rows compare equal.
+			if want[i] != got[i] {
+				t.Fatalf("%q row %d: fast %+v, general %+v", body, i, got[i], want[i])
+			}
+		}
+		if len(want) != len(got) {
+			t.Fatalf("%q: %d rows, general %d", body, len(got), len(want))
+		}
+	})
+}

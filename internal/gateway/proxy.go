@@ -12,6 +12,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -24,8 +25,8 @@ const statusClientClosed = 499
 
 type callKey struct{}
 
-// call carries one request's routing decision into the shared ReverseProxy's hooks
-// and its outcome back out.
+// call carries one request's routing decision into forward (or the shared
+// ReverseProxy's hooks) and its outcome back out.
 type call struct {
 	model, variant, version string
 	requestID               string
@@ -68,25 +69,29 @@ func (g *Gateway) newProxy(transport http.RoundTripper) *httputil.ReverseProxy {
 			return nil
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			c := r.Context().Value(callKey{}).(*call)
-			if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
-				c.code = statusClientClosed
-				return
-			}
-			c.code = upstreamErrorCode(err)
-			c.answer = nil // a body cut off midway is not a prediction
-			h := w.Header()
-			h.Set(VariantHeader, c.variant)
-			h.Set(VersionHeader, c.version)
-			h.Set(RequestIDHeader, c.requestID)
-			what := "is unreachable"
-			if c.code == http.StatusGatewayTimeout {
-				what = "did not answer in time"
-			}
-			g.log.Warn("model server failed", "model", c.model, "variant", c.variant, "version", c.version, "code", c.code, "err", err)
-			writeError(w, c.code, fmt.Sprintf("the %s of model %q (version %q) %s", c.variant, c.model, c.version, what))
+			g.upstreamFailed(w, r, r.Context().Value(callKey{}).(*call), err)
 		},
 	}
+}
+
+// upstreamFailed answers a request whose model server gave no answer.
+func (g *Gateway) upstreamFailed(w http.ResponseWriter, r *http.Request, c *call, err error) {
+	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
+		c.code = statusClientClosed
+		return
+	}
+	c.code = upstreamErrorCode(err)
+	c.answer = nil // a body cut off midway is not a prediction
+	h := w.Header()
+	h.Set(VariantHeader, c.variant)
+	h.Set(VersionHeader, c.version)
+	h.Set(RequestIDHeader, c.requestID)
+	what := "is unreachable"
+	if c.code == http.StatusGatewayTimeout {
+		what = "did not answer in time"
+	}
+	g.log.Warn("model server failed", "model", c.model, "variant", c.variant, "version", c.version, "code", c.code, "err", err)
+	writeError(w, c.code, fmt.Sprintf("the %s of model %q (version %q) %s", c.variant, c.model, c.version, what))
 }
 
 // upstreamErrorCode is the status a client gets when the model server gave no
@@ -103,7 +108,28 @@ func upstreamErrorCode(err error) int {
 // mirror a champion-served request to the candidate, and reads the answer's
 // predictions for the score histogram, the shadow comparison and the feedback join.
 func (g *Gateway) serveModel(w http.ResponseWriter, r *http.Request) {
-	model := r.PathValue("model")
+	g.serveModelPath(w, r, r.PathValue("model"), r.PathValue("rest"))
+}
+
+// modelPath reads {model} and {rest...} of /models/{model}/{rest...} for a path the
+// ServeMux would match without cleaning or unescaping anything, as most are; the
+// mux's pattern matching cost ten allocations a request. ok is false for any other
+// path, which the mux then serves.
+func modelPath(r *http.Request) (model, rest string, ok bool) {
+	p := r.URL.Path
+	if r.URL.RawPath != "" || r.Method == http.MethodConnect || !strings.HasPrefix(p, "/models/") ||
+		strings.Contains(p, "//") || strings.Contains(p, "/./") || strings.Contains(p, "/../") ||
+		strings.HasSuffix(p, "/.") || strings.HasSuffix(p, "/..") {
+		return "", "", false
+	}
+	model, rest, ok = strings.Cut(p[len("/models/"):], "/")
+	if !ok || model == "" || model == "." || model == ".." {
+		return "", "", false
+	}
+	return model, rest, true
+}
+
+func (g *Gateway) serveModelPath(w http.ResponseWriter, r *http.Request, model, rest string) {
 	requestID := g.requestID(r)
 	rt := (*g.routes.Load())[model]
 	if rt == nil {
@@ -112,7 +138,6 @@ func (g *Gateway) serveModel(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	t := &rt.applied.Traffic
-	rest := r.PathValue("rest")
 
 	// The global generator draws per P without a lock; a routing key draws the same
 	// point every time.
@@ -142,10 +167,14 @@ func (g *Gateway) serveModel(w http.ResponseWriter, r *http.Request) {
 	}
 
 	func() {
-		// Deferred: ReverseProxy panics with http.ErrAbortHandler when the answer breaks
-		// off midway, and that request still counts.
+		// Deferred: forward and ReverseProxy panic with http.ErrAbortHandler when the
+		// answer breaks off midway, and that request still counts.
 		defer func() { c.metrics.observe(modePrimary, c.code, time.Since(start)) }()
-		g.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callKey{}, c)))
+		if g.client != nil && c.upstream.Scheme == "http" && r.Header["Upgrade"] == nil {
+			g.forward(w, r, c)
+		} else {
+			g.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callKey{}, c)))
+		}
 	}()
 	if c.answer == nil {
 		cmp.report(false, nil)

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"sync"
 	"time"
 
@@ -15,11 +16,12 @@ import (
 // shadowCopy is one request to replay against the candidate. It owns its body and
 // headers: the original request is gone by the time a worker sends it.
 type shadowCopy struct {
-	method, url string
-	header      http.Header
-	body        []byte
-	metrics     *variantMetrics // the candidate's
-	cmp         *comparison
+	method  string
+	target  *url.URL
+	header  http.Header
+	body    []byte
+	metrics *variantMetrics // the candidate's
+	cmp     *comparison
 }
 
 // comparison pairs the primary's predictions for one request with the shadow's; the
@@ -66,8 +68,10 @@ func (c *comparison) report(shadow bool, preds []Prediction) {
 type mirror struct {
 	opts      ShadowOptions
 	transport http.RoundTripper
-	metrics   *metrics
-	log       *slog.Logger
+	// client, when not nil, sends the copies to plain-http candidates.
+	client  *upstreamClient
+	metrics *metrics
+	log     *slog.Logger
 
 	// mu guards closed against offers racing with shutdown closing the queue.
 	mu      sync.RWMutex
@@ -79,10 +83,10 @@ type mirror struct {
 	cancel context.CancelFunc
 }
 
-func newMirror(opts ShadowOptions, transport http.RoundTripper, m *metrics, log *slog.Logger) *mirror {
+func newMirror(opts ShadowOptions, transport http.RoundTripper, client *upstreamClient, m *metrics, log *slog.Logger) *mirror {
 	ctx, cancel := context.WithCancel(context.Background())
 	mr := &mirror{
-		opts: opts, transport: transport, metrics: m, log: log,
+		opts: opts, transport: transport, client: client, metrics: m, log: log,
 		queue: make(chan shadowCopy, opts.QueueSize),
 		ctx:   ctx, cancel: cancel,
 	}
@@ -126,7 +130,7 @@ func (g *Gateway) mirror(r *http.Request, body []byte, rt *route, rest, requestI
 		metrics: vm,
 		cmp:     &comparison{tol: g.tolerance, metrics: vm},
 		method:  r.Method,
-		url:     upstreamURL(rt.targets[deploy.Candidate], rest, r.URL.RawQuery).String(),
+		target:  upstreamURL(rt.targets[deploy.Candidate], rest, r.URL.RawQuery),
 		header:  r.Header.Clone(),
 		body:    body,
 	}
@@ -167,23 +171,15 @@ func (m *mirror) send(c shadowCopy) {
 	start := time.Now()
 	code := http.StatusBadGateway
 	var answer []byte
-	req, err := http.NewRequestWithContext(ctx, c.method, c.url, bytes.NewReader(c.body))
+	resp, err := m.roundTrip(ctx, c)
 	if err == nil {
-		req.Header = c.header
-		var resp *http.Response
-		// RoundTrip rather than a Client: like the primary, a shadow does not follow
-		// redirects.
-		if resp, err = m.transport.RoundTrip(req); err == nil {
-			// Read the whole answer so the timeout covers it and the connection is reused.
-			answer, err = io.ReadAll(io.LimitReader(resp.Body, m.opts.MaxBodyBytes))
-			resp.Body.Close()
-			code = resp.StatusCode
-			if err != nil {
-				code = upstreamErrorCode(err)
-			}
-		} else {
-			code = upstreamErrorCode(err)
-		}
+		// Read the whole answer so the timeout covers it and the connection is reused.
+		answer, err = io.ReadAll(io.LimitReader(resp.Body, m.opts.MaxBodyBytes))
+		resp.Body.Close()
+		code = resp.StatusCode
+	}
+	if err != nil {
+		code = upstreamErrorCode(err)
 	}
 	if m.ctx.Err() != nil {
 		return // abandoned at shutdown: says nothing about the candidate
@@ -200,6 +196,27 @@ func (m *mirror) send(c shadowCopy) {
 		}
 	}
 	c.cmp.report(true, preds)
+}
+
+// roundTrip sends c by the gateway's client to a plain-http candidate, else by the
+// transport. Like the primary, a shadow does not follow redirects.
+func (m *mirror) roundTrip(ctx context.Context, c shadowCopy) (*http.Response, error) {
+	if m.client != nil && c.target.Scheme == "http" {
+		return m.client.roundTrip(ctx, &upstreamRequest{
+			method: c.method,
+			uri:    c.target.RequestURI(),
+			host:   c.target.Host,
+			addr:   upstreamAddr(c.target.Host, c.target.Port()),
+			header: c.header,
+			body:   c.body,
+		})
+	}
+	req, err := http.NewRequestWithContext(ctx, c.method, c.target.String(), bytes.NewReader(c.body))
+	if err != nil {
+		return nil, err
+	}
+	req.Header = c.header
+	return m.transport.RoundTrip(req)
 }
 
 func (m *mirror) shutdown(ctx context.Context) error {
