@@ -151,33 +151,64 @@ func trafficApplied(b *testing.B, events []*historypb.HistoryEvent) []applied {
 	return out
 }
 
+// rateMetric is the sequential rate judge on the same counters: an e-value against
+// the champion instead of a fixed threshold.
+const rateMetric = `
+model: wine
+canary:
+  steps:
+    - {weight: 20, bake: 4s}
+    - {weight: 50, bake: 4s}
+analysis:
+  interval: 1s
+  metrics:
+    - name: error-rate
+      judge: rate
+      query: sum(mlrelease_gateway_requests_total{model="{{.Model}}",variant="{{.Variant}}",version="{{.Version}}",code=~"5.."})
+      totalQuery: sum(mlrelease_gateway_requests_total{model="{{.Model}}",variant="{{.Variant}}",version="{{.Version}}"})
+      tolerance: 0.1
+      minSamples: 20
+      maxHolds: 10
+`
+
 // BenchmarkBadCanaryToZero is the time from a bad candidate's first live traffic (its
-// first errors) to its traffic back at 0: analysis every 1s on a 3s rate window,
-// Prometheus scraping every 0.5s.
+// first errors) to its traffic back at 0, analysis every 1s, Prometheus scraping
+// every 0.5s: with a threshold on a 3s rate window, and with the sequential rate judge.
 func BenchmarkBadCanaryToZero(b *testing.B) {
-	l, p := setup(b)
-	var total time.Duration
-	for b.Loop() {
-		res, events := runRelease(b, l, p, "3")
-		if res.Outcome != workflows.OutcomeRolledBack {
-			b.Fatalf("bad candidate was %s: %s", res.Outcome, res.Reason)
-		}
-		var first, zero time.Time
-		for _, a := range trafficApplied(b, events) {
-			if a.traffic.CandidateWeight > 0 && first.IsZero() {
-				first = a.at
-			}
-			if !first.IsZero() && a.traffic.Candidate == nil {
-				zero = a.at
-			}
-		}
-		if first.IsZero() || zero.IsZero() {
-			b.Fatalf("no canary traffic or no rollback in the history (reason %s)", res.Reason)
-		}
-		total += zero.Sub(first)
+	l, threshold := setup(b)
+	rate, err := plan.Parse([]byte(rateMetric))
+	if err != nil {
+		b.Fatal(err)
 	}
-	b.ReportMetric(total.Seconds()/float64(b.N), "s_to_zero")
-	b.ReportMetric(0, "ns/op")
+	for _, c := range []struct {
+		name string
+		plan *plan.Plan
+	}{{"threshold", threshold}, {"rate", rate}} {
+		b.Run(c.name, func(b *testing.B) {
+			var total time.Duration
+			for b.Loop() {
+				res, events := runRelease(b, l, c.plan, "3")
+				if res.Outcome != workflows.OutcomeRolledBack {
+					b.Fatalf("bad candidate was %s: %s", res.Outcome, res.Reason)
+				}
+				var first, zero time.Time
+				for _, a := range trafficApplied(b, events) {
+					if a.traffic.CandidateWeight > 0 && first.IsZero() {
+						first = a.at
+					}
+					if !first.IsZero() && a.traffic.Candidate == nil {
+						zero = a.at
+					}
+				}
+				if first.IsZero() || zero.IsZero() {
+					b.Fatalf("no canary traffic or no rollback in the history (reason %s)", res.Reason)
+				}
+				total += zero.Sub(first)
+			}
+			b.ReportMetric(total.Seconds()/float64(b.N), "s_to_zero")
+			b.ReportMetric(0, "ns/op")
+		})
+	}
 }
 
 // BenchmarkStepOverhead is the orchestration overhead of a canary step: from the event
