@@ -23,6 +23,8 @@ import (
 	"github.com/mlrelease/mlrelease/workflows"
 )
 
+// benchPlan is a canary of two short steps analysed every second; %s is its
+// error-rate metric.
 const benchPlan = `
 model: wine
 canary:
@@ -33,10 +35,23 @@ analysis:
   interval: 1s
   metrics:
     - name: error-rate
-      query: |
+%s`
+
+// thresholdMetric is an Argo-style threshold on the error rate over a 3s window.
+const thresholdMetric = `      query: |
         (sum(rate(mlrelease_gateway_requests_total{model="{{.Model}}",variant="{{.Variant}}",version="{{.Version}}",code=~"5.."}[3s])) or vector(0))
         / sum(rate(mlrelease_gateway_requests_total{model="{{.Model}}",variant="{{.Variant}}",version="{{.Version}}"}[3s]))
       max: 0.05
+      maxHolds: 10
+`
+
+// rateMetric is the sequential rate judge on the same counters: an e-value against
+// the champion instead of a fixed threshold.
+const rateMetric = `      judge: rate
+      query: sum(mlrelease_gateway_requests_total{model="{{.Model}}",variant="{{.Variant}}",version="{{.Version}}",code=~"5.."})
+      totalQuery: sum(mlrelease_gateway_requests_total{model="{{.Model}}",variant="{{.Variant}}",version="{{.Version}}"})
+      tolerance: 0.1
+      minSamples: 20
       maxHolds: 10
 `
 
@@ -50,7 +65,8 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func setup(b *testing.B) (*stack.Local, *plan.Plan) {
+// setup starts the stack once for all benchmarks and parses the plan with metric.
+func setup(b *testing.B, metric string) (*stack.Local, *plan.Plan) {
 	b.Helper()
 	if local == nil {
 		root, err := filepath.Abs("..")
@@ -65,7 +81,7 @@ func setup(b *testing.B) (*stack.Local, *plan.Plan) {
 			b.Fatal(err)
 		}
 	}
-	p, err := plan.Parse([]byte(benchPlan))
+	p, err := plan.Parse([]byte(fmt.Sprintf(benchPlan, metric)))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -151,43 +167,16 @@ func trafficApplied(b *testing.B, events []*historypb.HistoryEvent) []applied {
 	return out
 }
 
-// rateMetric is the sequential rate judge on the same counters: an e-value against
-// the champion instead of a fixed threshold.
-const rateMetric = `
-model: wine
-canary:
-  steps:
-    - {weight: 20, bake: 4s}
-    - {weight: 50, bake: 4s}
-analysis:
-  interval: 1s
-  metrics:
-    - name: error-rate
-      judge: rate
-      query: sum(mlrelease_gateway_requests_total{model="{{.Model}}",variant="{{.Variant}}",version="{{.Version}}",code=~"5.."})
-      totalQuery: sum(mlrelease_gateway_requests_total{model="{{.Model}}",variant="{{.Variant}}",version="{{.Version}}"})
-      tolerance: 0.1
-      minSamples: 20
-      maxHolds: 10
-`
-
 // BenchmarkBadCanaryToZero is the time from a bad candidate's first live traffic (its
 // first errors) to its traffic back at 0, analysis every 1s, Prometheus scraping
 // every 0.5s: with a threshold on a 3s rate window, and with the sequential rate judge.
 func BenchmarkBadCanaryToZero(b *testing.B) {
-	l, threshold := setup(b)
-	rate, err := plan.Parse([]byte(rateMetric))
-	if err != nil {
-		b.Fatal(err)
-	}
-	for _, c := range []struct {
-		name string
-		plan *plan.Plan
-	}{{"threshold", threshold}, {"rate", rate}} {
+	for _, c := range []struct{ name, metric string }{{"threshold", thresholdMetric}, {"rate", rateMetric}} {
 		b.Run(c.name, func(b *testing.B) {
+			l, p := setup(b, c.metric)
 			var total time.Duration
 			for b.Loop() {
-				res, events := runRelease(b, l, c.plan, "3")
+				res, events := runRelease(b, l, p, "3")
 				if res.Outcome != workflows.OutcomeRolledBack {
 					b.Fatalf("bad candidate was %s: %s", res.Outcome, res.Reason)
 				}
@@ -215,7 +204,7 @@ func BenchmarkBadCanaryToZero(b *testing.B) {
 // the step's decision followed (the last analysis of the previous bake) to the
 // gateway having applied the new weight.
 func BenchmarkStepOverhead(b *testing.B) {
-	l, p := setup(b)
+	l, p := setup(b, thresholdMetric)
 	var total time.Duration
 	steps := 0
 	for b.Loop() {
