@@ -372,17 +372,12 @@ func TestComposeOurServices(t *testing.T) {
 	}, pick(w, "TEMPORAL_ADDRESS", "TEMPORAL_NAMESPACE", "MLRELEASE_REGISTRY_PATH",
 		"MLRELEASE_GATEWAY_URL", "MLRELEASE_GATEWAY_ADMIN_TOKEN", "MLRELEASE_PROMETHEUS_URL",
 		"MLRELEASE_WORKER_LISTEN"))
-	// The registry survives container re-creation: /data is a named volume.
-	var dataVol *types.ServiceVolumeConfig
-	for i, v := range worker.Volumes {
-		if v.Target == "/data" {
-			dataVol = &worker.Volumes[i]
-		}
-	}
-	if assert.NotNil(t, dataVol, "worker mounts /data") {
-		assert.Equal(t, types.VolumeTypeVolume, dataVol.Type)
-		assert.Contains(t, p.Volumes, dataVol.Source)
-	}
+	// The registry and the gateway's routes survive container re-creation: each
+	// service's /data is a named volume.
+	assertDataVolume(t, p, worker)
+	gateway := mustService(t, p, "gateway")
+	assertDataVolume(t, p, gateway)
+	assert.Equal(t, "/data/gateway-state.json", gw["MLRELEASE_GATEWAY_STATE_FILE"])
 
 	champion := strings.Join(mustService(t, p, "champion").Command, " ")
 	candidate := strings.Join(mustService(t, p, "candidate").Command, " ")
@@ -390,6 +385,20 @@ func TestComposeOurServices(t *testing.T) {
 	assert.Equal(t, "modelserver -listen :8102 -model /models/v2.json -version 2", candidate)
 	loadgen := mustService(t, p, "loadgen").Command
 	assert.Contains(t, strings.Join(loadgen, " "), "-url http://gateway:8080/models/wine/invocations")
+}
+
+func assertDataVolume(t *testing.T, p *types.Project, s types.ServiceConfig) {
+	t.Helper()
+	var dataVol *types.ServiceVolumeConfig
+	for i, v := range s.Volumes {
+		if v.Target == "/data" {
+			dataVol = &s.Volumes[i]
+		}
+	}
+	if assert.NotNil(t, dataVol, "%s mounts /data", s.Name) {
+		assert.Equal(t, types.VolumeTypeVolume, dataVol.Type)
+		assert.Contains(t, p.Volumes, dataVol.Source)
+	}
 }
 
 func pick(m map[string]string, keys ...string) map[string]string {
