@@ -306,8 +306,13 @@ func (r *release) bake(ctx workflow.Context, stage Stage, step int, d time.Durat
 	tally := analysis.NewTally(metrics)
 	interval := r.plan.Analysis.Interval.D()
 	// Sequential judges count from the stage's start: the whole canary, across its
-	// steps and their changing weights, is one test.
-	if r.judged.stage != stage {
+	// steps and their changing weights, is one test. The post-promotion watch goes
+	// on with the canary's test: at 100% the champion serves nothing, so the watch
+	// judges the candidate against the champion's rates counted during the canary.
+	switch {
+	case stage == StageWatching && r.judged.stage == StageCanary:
+		r.judged.stage = stage
+	case r.judged.stage != stage:
 		r.judged = judgedStage{stage: stage, since: workflow.Now(ctx), states: map[string]analysis.JudgeState{}}
 	}
 	in := activities.AnalyzeInput{Model: r.plan.Model, Champion: r.champion.Version, Candidate: r.candidate.Version,

@@ -521,8 +521,9 @@ func (s *releaseSuite) TestShadowGateFailureRollsBack() {
 }
 
 // A sequential judge's state goes from each round to the next through the whole
-// canary, across its steps, and starts again with each stage; the status shows the
-// evidence without the state.
+// canary, across its steps, and on through the post-promotion watch (where the
+// champion serves nothing, so the canary's counts are its baseline); it starts again
+// after the shadow soak. The status shows the evidence without the state.
 func (s *releaseSuite) TestSequentialJudgeStateCarriesAcrossCanarySteps() {
 	p := s.testPlanWith(func(p *plan.Plan) {
 		p.Analysis.Metrics = append(p.Analysis.Metrics, plan.Metric{Name: "errors", Judge: plan.JudgeRate,
@@ -534,7 +535,7 @@ func (s *releaseSuite) TestSequentialJudgeStateCarriesAcrossCanarySteps() {
 	res := s.result()
 	s.Equal(OutcomePromoted, res.Outcome, res.Reason)
 
-	// Rounds by stage start: shadow, canary (all its steps), watch.
+	// Rounds by the start of their test: shadow; canary (all its steps) and watch.
 	var starts []time.Time
 	rounds := map[time.Time][]activities.AnalyzeInput{}
 	for _, in := range s.analyzeInputs {
@@ -543,9 +544,16 @@ func (s *releaseSuite) TestSequentialJudgeStateCarriesAcrossCanarySteps() {
 		}
 		rounds[in.Since] = append(rounds[in.Since], in)
 	}
-	s.Require().Len(starts, 3, "shadow, canary, watch")
-	canary := rounds[starts[1]]
-	s.Greater(len(canary), len(p.Canary.Steps), "one state across every canary step")
+	s.Require().Len(starts, 2, "shadow; canary and watch")
+	canaryAndWatch := rounds[starts[1]]
+	s.Greater(len(canaryAndWatch), len(p.Canary.Steps), "one state across every canary step")
+	watching := 0
+	for _, round := range res.Status.Analyses {
+		if round.Stage == StageWatching {
+			watching++
+		}
+	}
+	s.Positive(watching, "the watch analysed")
 	for _, start := range starts {
 		for i, in := range rounds[start] {
 			s.Equal(i, in.States["errors"].Batches, "round %d of its stage gets the state of the %d before it", i, i)

@@ -157,7 +157,13 @@ func judgeRate(m plan.Metric, last Reading, inc Reading, st *JudgeState, ev *Evi
 	y, nb := clampEvents(inc.Champion[KeyEvents], inc.Champion[KeyTotal])
 	rho0 := 1 + m.Tolerance
 	if psi0, ok := nullOdds(rho0, last.Champion); ok {
-		st.Tests[0].AddTable(x, y, nc, nb, psi0)
+		if nb > 0 {
+			st.Tests[0].AddTable(x, y, nc, nb, psi0)
+		} else if e, n := clampEvents(st.Total.Champion[KeyEvents], st.Total.Champion[KeyTotal]); n > 0 {
+			// The champion served nothing in this batch (the post-promotion watch):
+			// the candidate against the champion's rate so far.
+			st.Tests[0].AddOneSample(x, nc, e/n, psi0)
+		}
 	}
 
 	ex, n := clampEvents(st.Total.Candidate[KeyEvents], st.Total.Candidate[KeyTotal])

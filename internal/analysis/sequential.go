@@ -154,6 +154,30 @@ func (r *RateMixture) AddTable(x, y, nc, nb, psi0 float64) {
 	}
 }
 
+// AddOneSample takes a batch in which only the candidate served: x of its nc trials
+// were events, against a champion whose event probability pb is known from its
+// history (the canary's counts, when the post-promotion watch sends it nothing). Each
+// grid point's candidate odds are exp(u) times the null's, psi0 * pb/(1-pb), as in
+// AddTable, and the batch's binomial likelihood ratio extends the same e-process. It
+// is exact for a known pb; with pb estimated from the champion's history it is a
+// plug-in, as the null of a tolerance is.
+func (r *RateMixture) AddOneSample(x, nc, pb, psi0 float64) {
+	x, nc = math.Round(x), math.Round(nc)
+	if nc <= 0 || x > nc || pb <= 0 || pb >= 1 || psi0 <= 0 || math.IsInf(psi0, 1) {
+		return
+	}
+	if r.LogLR == nil {
+		r.LogLR = make([]float64, rateGridPoints)
+	}
+	odds0 := psi0 * pb / (1 - pb)
+	p0 := odds0 / (1 + odds0)
+	for i, u := range rateGridU {
+		odds := odds0 * math.Exp(u)
+		p := odds / (1 + odds)
+		r.LogLR[i] += x*math.Log(p/p0) + (nc-x)*math.Log((1-p)/(1-p0))
+	}
+}
+
 // table is the support of Fisher's noncentral hypergeometric law for one batch:
 // u = lo..lo+len(lc)-1 candidate events of m. lc[k] is the log of
 // C(nc,u) C(nb,m-u) at u = lo+k, shifted by a constant (it cancels in the
