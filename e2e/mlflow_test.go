@@ -84,11 +84,10 @@ func startMLflowStack(t *testing.T, ctx context.Context, root string) *mlflowSta
 	dir := t.TempDir()
 	s := &mlflowStack{procs: stack.Stack{LogDir: filepath.Join(dir, "logs")}}
 	t.Cleanup(s.close)
-	promBin, err := stack.Find(root, "prometheus")
-	require.NoError(t, err, "run `make prometheus`")
 
 	// MLflow, and the example's versions trained and registered in it.
 	phase := time.Now()
+	var err error
 	s.uri, err = stack.StartMLflowServer(ctx, &s.procs, filepath.Join(dir, "mlflow"))
 	require.NoError(t, err, "start the MLflow server")
 	t.Logf("MLflow server up in %s", time.Since(phase).Round(100*time.Millisecond))
@@ -143,13 +142,9 @@ func startMLflowStack(t *testing.T, ctx context.Context, root string) *mlflowSta
 
 	promAddr, err := stack.FreePort()
 	require.NoError(t, err)
-	promDir := filepath.Join(dir, "prometheus")
-	require.NoError(t, os.MkdirAll(promDir, 0o755))
-	promCfg := filepath.Join(promDir, "prometheus.yml")
-	require.NoError(t, os.WriteFile(promCfg, []byte(stack.PrometheusConfig(time.Second, map[string]string{"gateway": ln.Addr().String()})), 0o644))
-	pp, err := s.procs.Start("prometheus", promBin, stack.PrometheusArgs(promCfg, filepath.Join(promDir, "data"), promAddr))
+	_, err = s.procs.StartPrometheus(ctx, root, filepath.Join(dir, "prometheus"), promAddr, time.Second,
+		map[string]string{"gateway": ln.Addr().String()})
 	require.NoError(t, err)
-	require.NoError(t, stack.WaitReady(ctx, pp, "http://"+promAddr+"/-/ready"))
 
 	// The Temporal dev server.
 	devLog, err := os.Create(filepath.Join(dir, "logs", "temporal.log"))

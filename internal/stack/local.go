@@ -93,10 +93,6 @@ func StartLocal(ctx context.Context, o LocalOptions) (_ *Local, err error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	promBin, err := Find(o.Root, "prometheus")
-	if err != nil {
-		return nil, fmt.Errorf("%w: run `make prometheus`", err)
-	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	l := &Local{cancel: cancel, procs: Stack{LogDir: filepath.Join(o.Dir, "logs")}, Endpoints: map[string]string{}, TaskQueue: "mlrelease-e2e"}
 	defer func() {
@@ -140,22 +136,11 @@ func StartLocal(ctx context.Context, o LocalOptions) (_ *Local, err error) {
 	if err != nil {
 		return nil, err
 	}
-	promDir := filepath.Join(o.Dir, "prometheus")
-	if err := os.MkdirAll(promDir, 0o755); err != nil {
-		return nil, err
-	}
-	promCfg := filepath.Join(promDir, "prometheus.yml")
-	if err := os.WriteFile(promCfg, []byte(PrometheusConfig(o.ScrapeInterval, map[string]string{"gateway": strings.TrimPrefix(l.GatewayURL, "http://")})), 0o644); err != nil {
-		return nil, err
-	}
-	pp, err := l.procs.Start("prometheus", promBin, PrometheusArgs(promCfg, filepath.Join(promDir, "data"), promAddr))
-	if err != nil {
+	if _, err := l.procs.StartPrometheus(ctx, o.Root, filepath.Join(o.Dir, "prometheus"), promAddr, o.ScrapeInterval,
+		map[string]string{"gateway": strings.TrimPrefix(l.GatewayURL, "http://")}); err != nil {
 		return nil, err
 	}
 	l.PrometheusURL = "http://" + promAddr
-	if err := WaitReady(ctx, pp, l.PrometheusURL+"/-/ready"); err != nil {
-		return nil, err
-	}
 
 	// The Temporal dev server.
 	devLog, err := os.Create(filepath.Join(o.Dir, "logs", "temporal.log"))

@@ -187,19 +187,36 @@ func TemporalArgs(dbFile string, port, uiPort int) []string {
 	return append(args, devserver.SearchAttributeArgs()...)
 }
 
-// PrometheusConfig is a Prometheus configuration scraping the targets (job name to
+// StartPrometheus runs Prometheus (from root's bin/ or PATH) on listen, its
+// configuration and data in dir, scraping the targets (job name to host:port) every
+// interval, and waits until it is ready.
+func (s *Stack) StartPrometheus(ctx context.Context, root, dir, listen string, interval time.Duration, targets map[string]string) (*Proc, error) {
+	bin, err := Find(root, "prometheus")
+	if err != nil {
+		return nil, fmt.Errorf("%w: run `make prometheus`", err)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	cfg := filepath.Join(dir, "prometheus.yml")
+	if err := os.WriteFile(cfg, []byte(prometheusConfig(interval, targets)), 0o644); err != nil {
+		return nil, err
+	}
+	p, err := s.Start("prometheus", bin, []string{"--config.file=" + cfg, "--storage.tsdb.path=" + filepath.Join(dir, "data"),
+		"--web.listen-address=" + listen, "--storage.tsdb.retention.time=1d", "--log.level=warn"})
+	if err != nil {
+		return nil, err
+	}
+	return p, WaitReady(ctx, p, "http://"+listen+"/-/ready")
+}
+
+// prometheusConfig is a Prometheus configuration scraping the targets (job name to
 // host:port) every interval.
-func PrometheusConfig(interval time.Duration, targets map[string]string) string {
+func prometheusConfig(interval time.Duration, targets map[string]string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "global:\n  scrape_interval: %s\n  evaluation_interval: %s\nscrape_configs:\n", interval, interval)
 	for _, job := range slices.Sorted(maps.Keys(targets)) {
 		fmt.Fprintf(&b, "  - job_name: %q\n    static_configs:\n      - targets: [%q]\n", job, targets[job])
 	}
 	return b.String()
-}
-
-// PrometheusArgs runs Prometheus with the config file, its data in dataDir, on listen.
-func PrometheusArgs(configFile, dataDir, listen string) []string {
-	return []string{"--config.file=" + configFile, "--storage.tsdb.path=" + dataDir,
-		"--web.listen-address=" + listen, "--storage.tsdb.retention.time=1d", "--log.level=warn"}
 }

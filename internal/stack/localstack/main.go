@@ -116,18 +116,12 @@ func run(ctx context.Context) error {
 		"MLRELEASE_GATEWAY_STATE_FILE="+filepath.Join(state, "gateway-state.json")); err != nil {
 		return err
 	}
-	promDir := filepath.Join(state, "prometheus")
-	if err := os.MkdirAll(promDir, 0o755); err != nil {
+	pp, err := s.StartPrometheus(waitCtx, root, filepath.Join(state, "prometheus"), prometheusAddr, 2*time.Second,
+		map[string]string{"gateway": gatewayAddr, "worker": workerAddr})
+	if err != nil {
 		return err
 	}
-	promCfg := filepath.Join(promDir, "prometheus.yml")
-	if err := os.WriteFile(promCfg, []byte(stack.PrometheusConfig(2*time.Second, map[string]string{"gateway": gatewayAddr, "worker": workerAddr})), 0o644); err != nil {
-		return err
-	}
-	if err := up("prometheus", "prometheus", stack.PrometheusArgs(promCfg, filepath.Join(promDir, "data"), prometheusAddr),
-		httpReady("http://"+prometheusAddr+"/-/ready")); err != nil {
-		return err
-	}
+	fmt.Printf("  %-12s up (log: %s)\n", "prometheus", rel(root, pp.Log))
 
 	// Step 4: the registry with the demo versions, and the champion's routes.
 	reg, err := registry.OpenSQLite(filepath.Join(state, "registry.db"))
