@@ -203,7 +203,9 @@ func (s *Stack) StartPrometheus(ctx context.Context, root, dir, listen string, i
 		return nil, err
 	}
 	p, err := s.Start("prometheus", bin, []string{"--config.file=" + cfg, "--storage.tsdb.path=" + filepath.Join(dir, "data"),
-		"--web.listen-address=" + listen, "--storage.tsdb.retention.time=1d", "--log.level=warn"})
+		"--web.listen-address=" + listen, "--storage.tsdb.retention.time=1d", "--log.level=warn",
+		// The latency judge reads the gateway's native histograms (Prometheus 2.40+).
+		"--enable-feature=native-histograms"})
 	if err != nil {
 		return nil, err
 	}
