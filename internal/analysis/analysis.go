@@ -44,10 +44,14 @@ type Measurement struct {
 }
 
 // JudgeThreshold judges a candidate value against the metric's bounds. A nil or NaN
-// value is no data, judged by the metric's no-data policy.
+// value is no data, judged by the metric's no-data policy; an infinite one is an
+// analysis error.
 func JudgeThreshold(m plan.Metric, v *float64) (Verdict, string) {
 	if v == nil || math.IsNaN(*v) {
 		return noData(m, "no data")
+	}
+	if math.IsInf(*v, 0) {
+		return Error, fmt.Sprintf("the query returned %v, not a finite number", *v)
 	}
 	if m.Min != nil && *v < *m.Min {
 		return Fail, fmt.Sprintf("%.4g is below min %.4g", *v, *m.Min)

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 
+	"gonum.org/v1/gonum/stat/distuv"
+
 	"github.com/mlrelease/mlrelease/internal/plan"
 )
 
@@ -64,6 +66,8 @@ type Evidence struct {
 	EValue    *float64 `json:"eValue,omitempty"`
 	PValue    *float64 `json:"pValue,omitempty"`
 	Threshold float64  `json:"threshold,omitempty"`
+	// Alpha is this judge's share of the release's error budget (analysis.alpha).
+	Alpha float64 `json:"alpha,omitempty"`
 	// PSI and JS are the drift judge's divergences.
 	PSI *float64 `json:"psi,omitempty"`
 	JS  *float64 `json:"js,omitempty"`
@@ -84,6 +88,12 @@ type QuantileEvidence struct {
 	Candidate float64 `json:"candidate"`
 	Champion  float64 `json:"champion"`
 	EValue    float64 `json:"eValue"`
+	// ChampionBound is the bucket bound at or above the champion's quantile, and
+	// CandidateBound the bound at or above it times 1+tolerance, where the candidate's
+	// share of slower requests is compared with the champion's: the test tolerates
+	// CandidateBound/ChampionBound - 1 (the tolerance, rounded up to the buckets).
+	ChampionBound  float64 `json:"championBound,omitempty"`
+	CandidateBound float64 `json:"candidateBound,omitempty"`
 }
 
 // Start begins a stage's state from the reading at the stage's start.
@@ -91,32 +101,74 @@ func Start(at Reading) JudgeState {
 	return JudgeState{Last: at, Total: Reading{Candidate: Counts{}, Champion: Counts{}}}
 }
 
+// MaxSeries bounds the series of one arm's reading (histogram buckets): a judge
+// call's time and memory, and the state the workflow carries, stay bounded.
+const MaxSeries = 512
+
 // JudgeCounts judges a rate, latency or drift metric on a new reading of its
 // counters, given the state so far, and returns the new state. A verdict is Fail as
 // soon as the evidence is strong enough (a sequential test may fail on any sample),
 // Hold while the candidate's sample is below the metric's minimum (or there is no
 // data, by the metric's no-data policy), and Pass otherwise.
+//
+// Only new evidence may pass: a reading in which either arm's count did not move
+// (a data plane down, a champion that serves nothing) is no data, judged by the
+// no-data policy, and so is one in which an arm's counter went down (a restart:
+// that interval's growth is unknown, and counting the whole counter again would
+// recount history). A reading with a value that is not a finite non-negative number
+// is an analysis error, with the state unchanged.
 func JudgeCounts(m plan.Metric, prev JudgeState, now Reading) (Verdict, string, *Evidence, JudgeState) {
-	st := prev
-	st.Total = Reading{Candidate: cloneCounts(prev.Total.Candidate), Champion: cloneCounts(prev.Total.Champion)}
-	st.Tests = append([]RateMixture(nil), prev.Tests...)
-	for i := range st.Tests {
-		st.Tests[i].LogLR = append([]float64(nil), st.Tests[i].LogLR...)
+	ev := &Evidence{MinSamples: m.MinSampleSize(), Alpha: m.AlphaOrDefault()}
+	for _, arm := range []struct {
+		name string
+		c    Counts
+	}{{"candidate", now.Candidate}, {"champion", now.Champion}} {
+		if len(arm.c) > MaxSeries {
+			return Error, fmt.Sprintf("the %s's reading has %d series, more than the %d a judge takes; aggregate the query (sum by (le))", arm.name, len(arm.c), MaxSeries), ev, prev
+		}
+		for _, k := range sortedKeys(arm.c) {
+			if v := arm.c[k]; math.IsNaN(v) || math.IsInf(v, 0) || v < 0 {
+				return Error, fmt.Sprintf("the %s's series %q read %v, not a finite count: the query or the exporter is broken", arm.name, k, v), ev, prev
+			}
+		}
+	}
+	st := prev.Clone()
+	st.Last = Reading{Candidate: merge(prev.Last.Candidate, now.Candidate), Champion: merge(prev.Last.Champion, now.Champion)}
+	// A reset of either arm drops the batch of both: the tests compare the arms
+	// within a batch.
+	for _, arm := range []struct {
+		name      string
+		last, now Counts
+	}{{"candidate", prev.Last.Candidate, now.Candidate}, {"champion", prev.Last.Champion, now.Champion}} {
+		if k, ok := reset(arm.last, arm.now); ok {
+			v, msg := noData(m, fmt.Sprintf("no new evidence: the %s's counter %q went down from %.0f to %.0f (a restart); this interval is not counted", arm.name, k, arm.last[k], arm.now[k]))
+			ev.Statistic = "reset"
+			return v, msg, ev, st
+		}
 	}
 	inc := Reading{Candidate: increments(prev.Last.Candidate, now.Candidate), Champion: increments(prev.Last.Champion, now.Champion)}
-	st.Last = Reading{Candidate: merge(prev.Last.Candidate, now.Candidate), Champion: merge(prev.Last.Champion, now.Champion)}
-	if sum(inc.Candidate) > 0 || sum(inc.Champion) > 0 {
-		st.Batches++
+	var v Verdict
+	var msg string
+	switch m.Judge {
+	case plan.JudgeRate, plan.JudgeLatency, plan.JudgeDrift:
+	default:
+		return Error, fmt.Sprintf("judge %q does not count", m.Judge), nil, prev
 	}
+	if nc, nb := trials(m, inc.Candidate), trials(m, inc.Champion); nc <= 0 || nb <= 0 {
+		v, msg = noData(m, fmt.Sprintf("no new evidence: %.0f candidate and %.0f champion %s since the last round", nc, nb, unit(m)))
+		if v == Pass {
+			ev.Warning = NoDataPassWarning
+		}
+		ev.Statistic = "no new data"
+		return v, msg, ev, st
+	}
+	st.Batches++
 	for k, v := range inc.Candidate {
 		st.Total.Candidate[k] += v
 	}
 	for k, v := range inc.Champion {
 		st.Total.Champion[k] += v
 	}
-	ev := &Evidence{MinSamples: m.MinSampleSize()}
-	var v Verdict
-	var msg string
 	switch m.Judge {
 	case plan.JudgeRate:
 		v, msg = judgeRate(m, prev.Last, inc, &st, ev)
@@ -124,13 +176,45 @@ func JudgeCounts(m plan.Metric, prev JudgeState, now Reading) (Verdict, string, 
 		v, msg = judgeLatency(m, prev.Last, inc, &st, ev)
 	case plan.JudgeDrift:
 		v, msg = judgeDrift(m, &st, ev)
-	default:
-		return Error, fmt.Sprintf("judge %q does not count", m.Judge), nil, prev
 	}
 	if v == Pass && strings.Contains(msg, NoDataPassWarning) {
 		ev.Warning = NoDataPassWarning
 	}
 	return v, msg, ev, st
+}
+
+// trials is a batch's sample: requests for a rate, observations for a histogram.
+func trials(m plan.Metric, c Counts) float64 {
+	if m.Judge == plan.JudgeRate {
+		return c[KeyTotal]
+	}
+	return buckets(c).total()
+}
+
+func unit(m plan.Metric) string {
+	if m.Judge == plan.JudgeRate {
+		return "trials"
+	}
+	return "observations"
+}
+
+// reset finds a series that went down since last.
+func reset(last, now Counts) (string, bool) {
+	for _, k := range sortedKeys(now) {
+		if l, ok := last[k]; ok && now[k] < l {
+			return k, true
+		}
+	}
+	return "", false
+}
+
+func sortedKeys(c Counts) []string {
+	keys := make([]string, 0, len(c))
+	for k := range c {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }
 
 // sequentialVerdict applies the common rule of the sequential judges.
@@ -157,13 +241,7 @@ func judgeRate(m plan.Metric, last Reading, inc Reading, st *JudgeState, ev *Evi
 	y, nb := clampEvents(inc.Champion[KeyEvents], inc.Champion[KeyTotal])
 	rho0 := 1 + m.Tolerance
 	if psi0, ok := nullOdds(rho0, last.Champion); ok {
-		if nb > 0 {
-			st.Tests[0].AddTable(x, y, nc, nb, psi0)
-		} else if e, n := clampEvents(st.Total.Champion[KeyEvents], st.Total.Champion[KeyTotal]); n > 0 {
-			// The champion served nothing in this batch (the post-promotion watch):
-			// the candidate against the champion's rate so far.
-			st.Tests[0].AddOneSample(x, nc, e/n, psi0)
-		}
+		st.Tests[0].AddTable(x, y, nc, nb, psi0)
 	}
 
 	ex, n := clampEvents(st.Total.Candidate[KeyEvents], st.Total.Candidate[KeyTotal])
@@ -213,19 +291,25 @@ func judgeLatency(m plan.Metric, last Reading, inc Reading, st *JudgeState, ev *
 		st.Tests = make([]RateMixture, len(qs))
 	}
 	cb, cc := buckets(inc.Candidate), buckets(inc.Champion)
-	// The champion's quantile is read from its whole history before this batch, so
-	// the threshold is fixed before the batch's data is seen (a predictable choice
-	// keeps the product of likelihood ratios a supermartingale).
+	// The champion's quantile is read from its whole history before this batch, and
+	// the candidate's bound from both arms' bounds before it, so the test is fixed
+	// before the batch's data is seen (a predictable choice keeps the product of
+	// likelihood ratios a supermartingale). A native histogram lists only the
+	// buckets that hold observations; any bound at or above the champion's times
+	// 1+tolerance keeps the test valid, the nearest one keeps it sharp.
 	history := buckets(last.Champion)
+	known := buckets(merge(last.Champion, last.Candidate))
+	bounds := make([][2]float64, len(qs))
 	for i, q := range qs {
 		xb, ok := history.upperBound(q)
 		if !ok {
 			continue
 		}
-		xc, ok := cb.boundAtLeast(xb * (1 + m.Tolerance))
+		xc, ok := known.boundAtLeast(xb * (1 + m.Tolerance))
 		if !ok {
 			continue
 		}
+		bounds[i] = [2]float64{xb, xc}
 		nc, nb := cb.total(), cc.total()
 		st.Tests[i].Add(nc-cb.at(xc), nb-cc.at(xb), nc, nb, 1)
 	}
@@ -241,7 +325,8 @@ func judgeLatency(m plan.Metric, last Reading, inc Reading, st *JudgeState, ev *
 	for i, q := range qs {
 		ei := math.Exp(math.Min(st.Tests[i].LogE(), 700))
 		e += ei / float64(len(qs))
-		qe := QuantileEvidence{Quantile: q, Candidate: tc.quantile(q), Champion: tb.quantile(q), EValue: ei}
+		qe := QuantileEvidence{Quantile: q, Candidate: tc.quantile(q), Champion: tb.quantile(q), EValue: ei,
+			ChampionBound: bounds[i][0], CandidateBound: bounds[i][1]}
 		ev.Quantiles = append(ev.Quantiles, qe)
 		parts = append(parts, fmt.Sprintf("p%s candidate %.3gs vs champion %.3gs", strconv.FormatFloat(100*q, 'f', -1, 64), qe.Candidate, qe.Champion))
 	}
@@ -261,32 +346,69 @@ func judgeDrift(m plan.Metric, st *JudgeState, ev *Evidence) (Verdict, string) {
 	pc, pb := tc.bins(bounds), tb.bins(bounds)
 	psi, js := PSI(pc, pb), JensenShannon(pc, pb)
 	ev.Value, ev.PSI, ev.JS = &psi, &psi, &js
+	need := DriftMinimum(m, occupied(pc, pb), nb)
+	ev.MinSamples = int(math.Min(need, math.MaxInt32))
 	what := fmt.Sprintf("PSI %.3g (max %.3g), Jensen-Shannon %.3g (max %.3g) on %.0f candidate and %.0f champion observations",
 		psi, m.PSILimit(), js, m.JSLimit(), n, nb)
 	switch {
 	case psi > m.PSILimit() || js > m.JSLimit():
-		if n < float64(m.MinSampleSize()) {
-			return Hold, what + fmt.Sprintf("; above a limit, but %.0f of the %d samples needed to judge", n, m.MinSampleSize())
+		if n < need {
+			return Hold, what + fmt.Sprintf("; above a limit, but %.0f of the %.0f samples needed to judge %d buckets at alpha %.3g", n, need, occupied(pc, pb), ev.Alpha)
 		}
 		return Fail, what
-	case n < float64(m.MinSampleSize()):
-		return Hold, what + fmt.Sprintf("; %.0f of the %d samples needed to pass", n, m.MinSampleSize())
+	case n < need:
+		return Hold, what + fmt.Sprintf("; %.0f of the %.0f samples needed to judge %d buckets at alpha %.3g", n, need, occupied(pc, pb), ev.Alpha)
 	case psi > 0.1:
 		ev.Warning = "PSI above 0.1: a moderate shift"
 	}
 	return Pass, what
 }
 
-// increments are the counters' growth since last. A counter below its last reading
-// was reset (a restart): its whole value is new.
+// DriftMinimum is the candidate sample the drift judge needs before it may fail or
+// pass, given k occupied buckets and nb champion observations: at least the metric's
+// minSamples, and enough that a candidate drawn from the champion's own distribution
+// crosses the PSI or Jensen-Shannon limit with chance at most the judge's alpha.
+//
+// With nc and nb observations of the same distribution over k buckets, PSI (the
+// symmetrised Kullback-Leibler divergence) is about (1/nc + 1/nb) times a
+// chi-square with k-1 degrees of freedom, and Jensen-Shannon (bits) that over
+// 8 ln 2. The minimum solves (1/nc + 1/nb) q <= limit for q the chi-square's 1-alpha/2
+// quantile: half the alpha for the first look at the minimum, half for the later
+// looks, where the sample grows and the divergence of an A/A pair shrinks as 1/n.
+// It grows with k (about 2 q / limit for nb >> nc: 241 at 20 buckets, PSI limit 0.25,
+// alpha 0.05), and is +Inf while the champion's sample alone is too small.
+func DriftMinimum(m plan.Metric, k int, nb float64) float64 {
+	need := float64(m.MinSampleSize())
+	if k < 2 {
+		return need
+	}
+	q := distuv.ChiSquared{K: float64(k - 1)}.Quantile(1 - m.AlphaOrDefault()/2)
+	for _, limit := range []float64{m.PSILimit(), 8 * math.Ln2 * m.JSLimit()} {
+		room := limit - q/nb
+		if room <= 0 {
+			return math.Inf(1)
+		}
+		need = math.Max(need, math.Ceil(q/room))
+	}
+	return need
+}
+
+// occupied counts the buckets that hold an observation of either arm.
+func occupied(a, b []float64) int {
+	k := 0
+	for i := range a {
+		if a[i] > 0 || b[i] > 0 {
+			k++
+		}
+	}
+	return k
+}
+
+// increments are the counters' growth since last (a reset is caught before).
 func increments(last, now Counts) Counts {
 	out := Counts{}
 	for k, v := range now {
-		d := v - last[k]
-		if d < 0 {
-			d = v
-		}
-		out[k] = d
+		out[k] = math.Max(v-last[k], 0)
 	}
 	return out
 }
@@ -356,14 +478,18 @@ func (h histogram) total() float64 {
 	return h.cum[len(h.cum)-1]
 }
 
-// at is the cumulative count at bound b (which must be one of the bounds).
+// at is the cumulative count at bound b: the count at the largest bound at or
+// below b. A native histogram lists only the buckets that hold observations, so a
+// bound it does not list holds none beyond the one below it.
 func (h histogram) at(b float64) float64 {
+	c := 0.0
 	for i, x := range h.le {
-		if x == b {
-			return h.cum[i]
+		if x > b*(1+1e-12) {
+			break
 		}
+		c = h.cum[i]
 	}
-	return 0
+	return c
 }
 
 // upperBound is the smallest finite bound at or above the q-quantile.

@@ -69,7 +69,7 @@ func TestJudgeRateCounterResetAndNoData(t *testing.T) {
 	st := analysis.Start(rateReading(0, 0, 0, 0))
 	v, msg, _, st := analysis.JudgeCounts(m, st, analysis.Reading{Candidate: analysis.Counts{}, Champion: analysis.Counts{analysis.KeyTotal: 10}})
 	assert.Equal(t, analysis.Hold, v)
-	assert.Contains(t, msg, "no data")
+	assert.Contains(t, msg, "no new evidence: 0 candidate and 10 champion trials")
 
 	v, _, _, _ = analysis.JudgeCounts(rateMetric(func(m *plan.Metric) { m.NoData = plan.NoDataFail }), st, rateReading(0, 0, 0, 20))
 	assert.Equal(t, analysis.Fail, v, "policy fail")
@@ -80,17 +80,81 @@ func TestJudgeRateCounterResetAndNoData(t *testing.T) {
 	assert.Contains(t, msg, "WARNING")
 	assert.Equal(t, analysis.NoDataPassWarning, ev.Warning)
 
-	// The candidate's counters restart (gateway restart): the new values are new counts.
+	// The candidate's counters restart (gateway restart): that interval's growth is
+	// unknown, so it is no data; counting goes on from the new values.
 	_, _, _, st = analysis.JudgeCounts(m, st, rateReading(3, 300, 1, 300))
-	_, _, ev, st = analysis.JudgeCounts(m, st, rateReading(1, 50, 2, 400))
-	assert.Equal(t, 350.0, ev.CandidateN)
+	v, msg, _, st = analysis.JudgeCounts(m, st, rateReading(1, 50, 2, 400))
+	assert.Equal(t, analysis.Hold, v, msg)
+	assert.Contains(t, msg, `the candidate's counter "events" went down from 3 to 1 (a restart)`)
+	_, _, ev, st = analysis.JudgeCounts(m, st, rateReading(2, 150, 3, 500))
+	assert.Equal(t, 400.0, ev.CandidateN, "300 before the restart, 100 after it")
 	assert.Equal(t, 4.0, ev.CandidateEvents)
-	assert.Equal(t, 400.0, ev.ChampionN)
+	assert.Equal(t, 390.0, ev.ChampionN, "290 and 100: neither the first 10 (no candidate data in that round) nor the reset interval's 100 count")
 
 	// Judging leaves the caller's state alone: a retried activity judges the same.
 	before := st.Clone()
-	analysis.JudgeCounts(m, st, rateReading(50, 100, 2, 500))
+	analysis.JudgeCounts(m, st, rateReading(50, 200, 2, 600))
 	assert.Equal(t, before, st)
+}
+
+// With sum() over two replicas, one replica's restart must not recount the other's
+// history as new requests (and new errors): the arm's sum goes down, the interval is
+// no data, and the next interval counts only growth.
+func TestJudgeRateTwoReplicaReset(t *testing.T) {
+	m := rateMetric(func(m *plan.Metric) { m.MinSamples = intp(0) })
+	// Replica A and B each served 10,000 candidate requests with 100 errors.
+	st := analysis.Start(rateReading(200, 20000, 200, 20000))
+	_, _, ev, st := analysis.JudgeCounts(m, st, rateReading(210, 21000, 210, 21000))
+	require.Equal(t, 1000.0, ev.CandidateN)
+	// B restarts: A = 10,600/106, B = 50/1: the sum falls from 21,000 to 10,650.
+	v, msg, _, st := analysis.JudgeCounts(m, st, rateReading(107, 10650, 215, 21500))
+	assert.Equal(t, analysis.Hold, v, msg)
+	assert.Contains(t, msg, "a restart")
+	_, _, ev, _ = analysis.JudgeCounts(m, st, rateReading(112, 11150, 220, 22000))
+	assert.Equal(t, 1500.0, ev.CandidateN, "A's 10,000 requests of history are not counted again")
+	assert.Equal(t, 15.0, ev.CandidateEvents)
+	assert.Equal(t, 1500.0, ev.ChampionN)
+}
+
+// A value that is not a finite non-negative count is an analysis error: the state
+// is handed back unchanged (and stays JSON), nothing panics.
+func TestJudgeCountsNonFinite(t *testing.T) {
+	for _, m := range []plan.Metric{
+		rateMetric(nil),
+		{Name: "latency", Judge: plan.JudgeLatency, Query: "q", NoData: plan.NoDataHold},
+		{Name: "drift", Judge: plan.JudgeDrift, Query: "q", NoData: plan.NoDataHold},
+	} {
+		for _, bad := range []float64{math.NaN(), math.Inf(1), math.Inf(-1), -5} {
+			keys := []string{analysis.KeyEvents, analysis.KeyTotal}
+			if m.Judge != plan.JudgeRate {
+				keys = []string{"0.1", "+Inf"}
+			}
+			for _, key := range keys {
+				st := analysis.Start(analysis.Reading{Candidate: analysis.Counts{keys[0]: 1, keys[1]: 100}, Champion: analysis.Counts{keys[0]: 1, keys[1]: 100}})
+				now := analysis.Reading{Candidate: analysis.Counts{keys[0]: 2, keys[1]: 200}, Champion: analysis.Counts{keys[0]: 2, keys[1]: 200}}
+				now.Candidate[key] = bad
+				v, msg, _, next := analysis.JudgeCounts(m, st, now)
+				assert.Equal(t, analysis.Error, v, "%s %s=%v: %s", m.Judge, key, bad, msg)
+				assert.Contains(t, msg, "not a finite count")
+				assert.Equal(t, st, next)
+				_, err := json.Marshal(next)
+				assert.NoError(t, err)
+				// and on the champion's side
+				now.Candidate[key], now.Champion[key] = 2, bad
+				v, _, _, _ = analysis.JudgeCounts(m, st, now)
+				assert.Equal(t, analysis.Error, v)
+			}
+		}
+	}
+	// Counted toward the consecutive error limit (4): the fifth error in a row fails.
+	m := rateMetric(nil)
+	tally := analysis.NewTally([]plan.Metric{m})
+	var failure string
+	for range 5 {
+		v, msg, _, _ := analysis.JudgeCounts(m, analysis.Start(rateReading(0, 0, 0, 0)), rateReading(math.NaN(), 10, 0, 10))
+		failure = tally.Add([]analysis.Measurement{{Metric: m.Name, Verdict: v, Message: msg}})
+	}
+	assert.Contains(t, failure, "5 provider errors in a row, limit 4")
 }
 
 // hist builds cumulative bucket counts from per-bucket counts on the bounds.
@@ -262,4 +326,41 @@ func TestJudgeRateEvidenceEncodes(t *testing.T) {
 	assert.Nil(t, ev.Value, "ratio over a zero rate is undefined")
 	_, err := json.Marshal(analysis.Measurement{Evidence: ev, State: &st})
 	require.NoError(t, err)
+}
+
+// BenchmarkJudgeRateBillion is one rate judge call on a billion requests per arm
+// since the last round (10 million errors each): bounded time and memory whatever the
+// counts (bench/README.md: under 10 ms and 10 MB).
+func BenchmarkJudgeRateBillion(b *testing.B) {
+	m := rateMetric(func(m *plan.Metric) { m.Tolerance = 0.1 })
+	st := analysis.Start(rateReading(1e5, 1e7, 1e5, 1e7))
+	now := rateReading(1e7+1e5, 1e9+1e7, 1.01e7+1e5, 1e9+1e7)
+	b.ReportAllocs()
+	for b.Loop() {
+		v, _, _, _ := analysis.JudgeCounts(m, st, now)
+		if v == analysis.Error {
+			b.Fatal(v)
+		}
+	}
+}
+
+// BenchmarkJudgeLatencyBillion is one latency judge call on a billion observations
+// per arm in the gateway's native histogram (107 buckets from 1 ms to 10 s).
+func BenchmarkJudgeLatencyBillion(b *testing.B) {
+	var bounds, counts []float64
+	for k := -80; k <= 26; k++ { // 2^(k/8): 1 ms .. 9.5 s
+		bounds = append(bounds, math.Pow(2, float64(k)/8))
+		counts = append(counts, 1e9/108)
+	}
+	counts = append(counts, 1e9/108)
+	m := plan.Metric{Name: "latency", Judge: plan.JudgeLatency, Query: "q", NoData: plan.NoDataHold, Tolerance: 0.1}
+	st := analysis.Start(analysis.Reading{Candidate: hist(bounds, counts), Champion: hist(bounds, counts)})
+	now := analysis.Reading{Candidate: addCounts(hist(bounds, counts), hist(bounds, counts)), Champion: addCounts(hist(bounds, counts), hist(bounds, counts))}
+	b.ReportAllocs()
+	for b.Loop() {
+		v, _, _, _ := analysis.JudgeCounts(m, st, now)
+		if v == analysis.Error {
+			b.Fatal(v)
+		}
+	}
 }

@@ -1,10 +1,13 @@
 package analysis
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"math"
+	"slices"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/api"
@@ -30,8 +33,13 @@ func NewPrometheus(address string) (*Prometheus, error) {
 	return &Prometheus{api: v1.NewAPI(c)}, nil
 }
 
+// ErrNotFinite means a query returned an infinite value, or a counter that is not a
+// number: an analysis error, never a value to judge.
+var ErrNotFinite = errors.New("not a finite number")
+
 // Value runs an instant query at time at. It returns nil when the result is empty or
-// NaN (no data), ErrQueryRejected when Prometheus refuses the query or it returns more
+// NaN (no data: PromQL's 0/0, a quantile of no requests), ErrNotFinite when it is
+// infinite, ErrQueryRejected when Prometheus refuses the query or it returns more
 // than one series, and other errors when Prometheus cannot be reached.
 func (p *Prometheus) Value(ctx context.Context, query string, at time.Time) (*float64, error) {
 	v, _, _, err := p.api.Query(ctx, query, at)
@@ -58,16 +66,23 @@ func (p *Prometheus) Value(ctx context.Context, query string, at time.Time) (*fl
 	default:
 		return nil, fmt.Errorf("%w: %s returned a %s; want a scalar or one series", ErrQueryRejected, query, v.Type())
 	}
-	if math.IsNaN(f) {
+	switch {
+	case math.IsNaN(f):
 		return nil, nil
+	case math.IsInf(f, 0):
+		return nil, fmt.Errorf("%w: %s returned %v", ErrNotFinite, query, f)
 	}
 	return &f, nil
 }
 
-// Buckets runs an instant query at time at whose result is one series per histogram
-// bucket ("sum by (le) (..._bucket{...})") and returns the values by their "le"
-// label. An empty result is an empty map (no data); a series without "le" makes the
-// query rejected.
+// Buckets runs an instant query at time at whose result is a histogram's cumulative
+// bucket counts, by upper bound ("0.25", "+Inf"): either one series per classic
+// bucket ("sum by (le) (..._bucket{...})", keyed by their "le" label) or one native
+// histogram ("sum(...{...})", Prometheus with --enable-feature=native-histograms),
+// whose buckets are summed up to each upper bound, its count under "+Inf". An empty
+// result is an empty map (no data); a series without "le", or more than one native
+// histogram, makes the query rejected; a count that is not a finite number is
+// ErrNotFinite.
 func (p *Prometheus) Buckets(ctx context.Context, query string, at time.Time) (map[string]float64, error) {
 	v, _, _, err := p.api.Query(ctx, query, at)
 	if err != nil {
@@ -79,17 +94,55 @@ func (p *Prometheus) Buckets(ctx context.Context, query string, at time.Time) (m
 	}
 	vec, ok := v.(model.Vector)
 	if !ok {
-		return nil, fmt.Errorf("%w: %s returned a %s; want one series per bucket (sum by (le) of a _bucket counter)", ErrQueryRejected, query, v.Type())
+		return nil, fmt.Errorf("%w: %s returned a %s; want one series per bucket (sum by (le) of a _bucket counter) or one native histogram", ErrQueryRejected, query, v.Type())
+	}
+	if len(vec) > 0 && vec[0].Histogram != nil {
+		if len(vec) > 1 {
+			return nil, fmt.Errorf("%w: %s returned %d native histograms; aggregate them into one with sum", ErrQueryRejected, query, len(vec))
+		}
+		return NativeBuckets(vec[0].Histogram)
 	}
 	out := make(map[string]float64, len(vec))
 	for _, s := range vec {
 		le, ok := s.Metric[model.BucketLabel]
-		if !ok {
+		if !ok || s.Histogram != nil {
 			return nil, fmt.Errorf("%w: %s returned a series without an \"le\" label; aggregate it with sum by (le)", ErrQueryRejected, query)
 		}
-		if f := float64(s.Value); !math.IsNaN(f) {
-			out[string(le)] = f
+		f := float64(s.Value)
+		if math.IsNaN(f) || math.IsInf(f, 0) {
+			return nil, fmt.Errorf("%w: %s returned %v for bucket le=%q", ErrNotFinite, query, f, le)
 		}
+		out[string(le)] = f
 	}
+	return out, nil
+}
+
+// NativeBuckets turns a native histogram into cumulative counts by upper bound, as a
+// classic histogram's _bucket series read: each listed bucket's upper bound holds
+// the observations up to it, and "+Inf" the histogram's count. A native histogram
+// lists only buckets that hold observations; the judges read a bound it leaves out
+// as holding none beyond the one below it.
+func NativeBuckets(h *model.SampleHistogram) (map[string]float64, error) {
+	bs := slices.Clone(h.Buckets)
+	slices.SortFunc(bs, func(a, b *model.HistogramBucket) int { return cmp.Compare(float64(a.Upper), float64(b.Upper)) })
+	out := make(map[string]float64, len(bs)+1)
+	var cum float64
+	for _, b := range bs {
+		c, up := float64(b.Count), float64(b.Upper)
+		if math.IsNaN(c) || math.IsInf(c, 0) || math.IsNaN(up) {
+			return nil, fmt.Errorf("%w: native histogram bucket (%v, %v] holds %v", ErrNotFinite, b.Lower, b.Upper, c)
+		}
+		cum += c
+		if math.IsInf(up, 1) {
+			continue
+		}
+		out[strconv.FormatFloat(up, 'g', -1, 64)] = cum
+	}
+	n := float64(h.Count)
+	if math.IsNaN(n) || math.IsInf(n, 0) {
+		return nil, fmt.Errorf("%w: native histogram count %v", ErrNotFinite, n)
+	}
+	// The count is at least the buckets' sum (float rounding aside).
+	out["+Inf"] = math.Max(n, cum)
 	return out, nil
 }

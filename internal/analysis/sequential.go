@@ -148,68 +148,55 @@ func (r *RateMixture) AddTable(x, y, nc, nb, psi0 float64) {
 	t := newTable(nc, nb, m)
 	lpsi0 := math.Log(psi0)
 	logZ0 := t.logZ(lpsi0)
-	xi := x - t.lo
 	for i, u := range rateGridU {
-		r.LogLR[i] += xi*u - (t.logZ(lpsi0+u) - logZ0)
-	}
-}
-
-// AddOneSample takes a batch in which only the candidate served: x of its nc trials
-// were events, against a champion whose event probability pb is known from its
-// history (the canary's counts, when the post-promotion watch sends it nothing). Each
-// grid point's candidate odds are exp(u) times the null's, psi0 * pb/(1-pb), as in
-// AddTable, and the batch's binomial likelihood ratio extends the same e-process. It
-// is exact for a known pb; with pb estimated from the champion's history it is a
-// plug-in, as the null of a tolerance is.
-func (r *RateMixture) AddOneSample(x, nc, pb, psi0 float64) {
-	x, nc = math.Round(x), math.Round(nc)
-	if nc <= 0 || x > nc || pb <= 0 || pb >= 1 || psi0 <= 0 || math.IsInf(psi0, 1) {
-		return
-	}
-	if r.LogLR == nil {
-		r.LogLR = make([]float64, rateGridPoints)
-	}
-	odds0 := psi0 * pb / (1 - pb)
-	p0 := odds0 / (1 + odds0)
-	for i, u := range rateGridU {
-		odds := odds0 * math.Exp(u)
-		p := odds / (1 + odds)
-		r.LogLR[i] += x*math.Log(p/p0) + (nc-x)*math.Log((1-p)/(1-p0))
+		r.LogLR[i] += x*u - (t.logZ(lpsi0+u) - logZ0)
 	}
 }
 
 // table is the support of Fisher's noncentral hypergeometric law for one batch:
-// u = lo..lo+len(lc)-1 candidate events of m. lc[k] is the log of
-// C(nc,u) C(nb,m-u) at u = lo+k, shifted by a constant (it cancels in the
-// likelihood ratio); ratio[k] = exp(lc[k+1]-lc[k]).
+// u = lo..hi candidate events of m. Its terms C(nc,u) C(nb,m-u) psi^u are computed
+// where needed, never stored, so that a batch of a billion requests costs no more
+// memory than one of ten.
 type table struct {
-	nc, nb, m, lo float64
-	lc, ratio     []float64
+	nc, nb, m, lo, hi float64
 }
 
 func newTable(nc, nb, m float64) table {
-	lo, hi := math.Max(0, m-nb), math.Min(nc, m)
-	n := int(hi-lo) + 1
-	t := table{nc: nc, nb: nb, m: m, lo: lo, lc: make([]float64, n), ratio: make([]float64, n-1)}
-	for k := range t.ratio {
-		u := lo + float64(k)
-		t.ratio[k] = (nc - u) * (m - u) / ((u + 1) * (nb - m + u + 1))
-		t.lc[k+1] = t.lc[k] + math.Log(t.ratio[k])
-	}
-	return t
+	return table{nc: nc, nb: nb, m: m, lo: math.Max(0, m-nb), hi: math.Min(nc, m)}
 }
 
-// logZ is log sum_k exp(lc[k] + k*lpsi), the law's normalizer with u = lo+k. The
-// sum starts near the mode (a root of the quadratic that sets the ratio of
-// neighbouring terms to 1) and walks out on each side by the ratio of neighbouring
-// terms, in units of the starting term. The terms are log-concave in k, so a side
-// that rises keeps rising to the mode and then falls; it stops once a term is below
-// 1e-17 of the sum, past which the rest cannot change a float64. The sum is rescaled
-// if it grows large (a start far below the mode).
+// lterm is log C(nc,u) C(nb,m-u) less a constant of the batch (it cancels in the
+// likelihood ratio); defined for real u, smooth, as the trapezoid rule needs.
+func (t table) lterm(u float64) float64 {
+	lg := func(x float64) float64 { v, _ := math.Lgamma(x + 1); return v }
+	return -lg(u) - lg(t.nc-u) - lg(t.m-u) - lg(t.nb-t.m+u)
+}
+
+// ratio is term(u+1)/term(u) at psi = 1.
+func (t table) ratio(u float64) float64 {
+	return (t.nc - u) * (t.m - u) / ((u + 1) * (t.nb - t.m + u + 1))
+}
+
+// logZ is log sum_u exp(lterm(u) + u*lpsi) over the support, the law's normalizer.
+//
+// The terms are log-concave in u, so they rise to the mode and fall after it. Where
+// the law is narrow (standard deviation up to 64) or near an end of its support, the
+// sum walks out from the mode on each side by the ratio of neighbouring terms, until
+// a term is below 1e-17 of the sum, past which the rest cannot change a float64.
+// Where it is wide and far from both ends, the terms are a smooth bell over many
+// integers: the sum is the integral, and the trapezoid rule with a step of a quarter
+// standard deviation computes it, both with relative errors below exp(-300)
+// (Poisson summation). Either way a call costs at most a few thousand steps,
+// whatever the counts.
 func (t table) logZ(lpsi float64) float64 {
 	psi := math.Exp(lpsi)
-	n := len(t.lc)
-	start := int(math.Max(0, math.Min(float64(n-1), math.Round(t.mode(psi)-t.lo))))
+	mu := math.Max(t.lo, math.Min(t.hi, t.mode(psi)))
+	sd := t.sd(mu)
+	if sd > 64 && mu-t.lo > 40*sd && t.hi-mu > 40*sd {
+		return t.logZSmooth(lpsi, mu, sd)
+	}
+	start := math.Round(mu)
+	f0 := t.lterm(start) + start*lpsi
 	const big = 1e280
 	logScale, s, term := 0.0, 1.0, 1.0
 	rescale := func() {
@@ -217,8 +204,8 @@ func (t table) logZ(lpsi float64) float64 {
 			s, term, logScale = s/big, term/big, logScale+math.Log(big)
 		}
 	}
-	for k := start; k+1 < n; k++ {
-		term *= t.ratio[k] * psi
+	for u := start; u < t.hi; u++ {
+		term *= t.ratio(u) * psi
 		s += term
 		if term < 1e-17*s {
 			break
@@ -227,8 +214,8 @@ func (t table) logZ(lpsi float64) float64 {
 	}
 	if logScale == 0 { // the right side fell from the start: the mode may be left
 		term = 1
-		for k := start; k > 0; k-- {
-			term /= t.ratio[k-1] * psi
+		for u := start; u > t.lo; u-- {
+			term /= t.ratio(u-1) * psi
 			s += term
 			if term < 1e-17*s {
 				break
@@ -236,7 +223,37 @@ func (t table) logZ(lpsi float64) float64 {
 			rescale()
 		}
 	}
-	return t.lc[start] + float64(start)*lpsi + logScale + math.Log(s)
+	return f0 + logScale + math.Log(s)
+}
+
+func (t table) logZSmooth(lpsi, mu, sd float64) float64 {
+	h := sd / 4
+	f := func(u float64) float64 { return t.lterm(u) + u*lpsi }
+	f0 := f(mu)
+	s := 1.0
+	for _, dir := range []float64{1, -1} {
+		for j := 1.0; ; j++ {
+			term := math.Exp(f(mu+dir*j*h) - f0)
+			s += term
+			if term < 1e-17*s || j > 400 {
+				break
+			}
+		}
+	}
+	return f0 + math.Log(s*h)
+}
+
+// sd is the law's standard deviation near its mode mu (the normal approximation of
+// the noncentral hypergeometric law); it only picks the method of logZ.
+func (t table) sd(mu float64) float64 {
+	inv := 0.0
+	for _, d := range []float64{mu, t.m - mu, t.nc - mu, t.nb - t.m + mu} {
+		if d <= 0.5 {
+			return 0
+		}
+		inv += 1 / d
+	}
+	return 1 / math.Sqrt(inv)
 }
 
 // mode is where the law's terms stop rising: the root in the support of
@@ -257,8 +274,7 @@ func (t table) mode(psi float64) float64 {
 		q = -0.5 * (b + d)
 	}
 	r1, r2 := q/a, c/q
-	lo, hi := t.lo, t.lo+float64(len(t.lc)-1)
-	if r1 >= lo && r1 <= hi {
+	if r1 >= t.lo && r1 <= t.hi {
 		return r1
 	}
 	return r2
