@@ -135,7 +135,12 @@ type Step struct {
 type Analysis struct {
 	// Interval between measurements. Default 1m.
 	Interval Duration `yaml:"interval" json:"interval"`
-	Metrics  []Metric `yaml:"metrics" json:"metrics"`
+	// Alpha is the release's error budget: the chance that a candidate as good as
+	// the champion (within each metric's tolerance) is rolled back by any
+	// statistical judge (rate, latency, drift) of the shadow soak, the canary or the
+	// watch, however long they run. Default 0.05. Each judge gets a share (Budget).
+	Alpha   float64  `yaml:"alpha" json:"alpha,omitempty"`
+	Metrics []Metric `yaml:"metrics" json:"metrics"`
 }
 
 // Metric is one check, measured every interval by the judge it names.
@@ -159,10 +164,17 @@ type Metric struct {
 	// rate may be up to 10% above the champion's), or the relative slowdown of each
 	// latency quantile the latency judge tolerates. Default 0.
 	Tolerance float64 `yaml:"tolerance" json:"tolerance,omitempty"`
-	// Alpha is the sequential judges' false-rollback rate: the chance that a candidate
-	// as good as the champion (within the tolerance) is ever failed, however often the
-	// judge looks. Default 0.05.
+	// Alpha is this statistical judge's share of the release's error budget
+	// (analysis.alpha): the chance that it ever fails a candidate as good as the
+	// champion (within the tolerance), however often it looks. Unset, the judges
+	// share the budget equally (Plan.Budget); the shares may not add up to more.
 	Alpha float64 `yaml:"alpha" json:"alpha,omitempty"`
+	// BucketGrowth is the latency judge's histogram resolution: the largest ratio
+	// between neighbouring bucket bounds near the quantiles. Default 2^(1/8) (the
+	// gateway's native histogram, schema 3), or 2.5 when the query reads classic
+	// _bucket series (the gateway's classic bounds ..., 0.1, 0.25, 0.5, 1, ...). A
+	// tolerance finer than the buckets is refused.
+	BucketGrowth float64 `yaml:"bucketGrowth" json:"bucketGrowth,omitempty"`
 	// Quantiles are the latency judge's quantiles. Default [0.5, 0.99].
 	Quantiles []float64 `yaml:"quantiles" json:"quantiles,omitempty"`
 	// MaxPSI and MaxJS bound the drift judge's population stability index (default
@@ -301,6 +313,11 @@ func (a Approval) Allows(who string, groups ...string) bool {
 type PostPromotion struct {
 	// Watch is how long; zero skips the watch.
 	Watch Duration `yaml:"watch" json:"watch"`
+	// Holdout is the percentage of live traffic the old champion keeps serving
+	// during the watch, so that the statistical judges go on comparing both
+	// versions in the same intervals (a busy hour or a drift moves both alike).
+	// Default 5, at most 100 minus the last canary step's weight.
+	Holdout *int `yaml:"holdout" json:"holdout,omitempty"`
 	// Metrics: empty means the analysis metrics (WatchMetrics).
 	Metrics []Metric `yaml:"metrics" json:"metrics"`
 }
@@ -355,6 +372,7 @@ func (p *Plan) Default() {
 	for i := range p.PostPromotion.Metrics {
 		p.PostPromotion.Metrics[i].defaults()
 	}
+	p.defaultBudget()
 	// A required approval waits a day by default and rolls back when nobody decides.
 	// An optional one with a timeout is a veto window: silence means go on.
 	if p.Approval.Required && p.Approval.Timeout == 0 {
@@ -522,6 +540,7 @@ func (p *Plan) Validate() error {
 	if p.PostPromotion.Watch < 0 {
 		bad("postPromotion.watch", "%s must not be negative", p.PostPromotion.Watch)
 	}
+	errs = append(errs, p.validateBudget()...)
 	return errors.Join(errs...)
 }
 
@@ -548,6 +567,11 @@ func (m Metric) validate(f string) []error {
 				bad(fmt.Sprintf("quantiles[%d]", i), "%v is outside (0, 1)", q)
 			}
 		}
+		if g := m.BucketGrowthOrDefault(); g <= 1 {
+			bad("bucketGrowth", "%v must be above 1", g)
+		} else if m.Tolerance > 0 && m.Tolerance < g-1-1e-9 {
+			bad("tolerance", "%v is finer than the histogram's buckets can resolve (bucketGrowth %.4g: neighbouring bounds up to %.0f%% apart); use a tolerance of at least %.3g, or a finer histogram (the gateway's native one: query it without _bucket)", m.Tolerance, g, 100*(g-1), g-1)
+		}
 	case JudgeDrift:
 		if m.PSILimit() <= 0 {
 			bad("maxPSI", "%v must be positive", m.PSILimit())
@@ -566,6 +590,9 @@ func (m Metric) validate(f string) []error {
 	}
 	if m.Tolerance < 0 {
 		bad("tolerance", "%v must not be negative", m.Tolerance)
+	}
+	if m.Judge != JudgeLatency && m.BucketGrowth != 0 {
+		bad("bucketGrowth", "is only for the latency judge")
 	}
 	if m.Alpha < 0 || m.Alpha >= 1 {
 		bad("alpha", "%v is outside (0, 1)", m.Alpha)

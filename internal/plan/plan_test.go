@@ -276,7 +276,18 @@ func TestDemoPlanSelectsJudgesPerMetric(t *testing.T) {
 		judges[m.Name] = m.Judge
 	}
 	assert.Equal(t, plan.JudgeRate, judges["error-rate"])
-	assert.Equal(t, plan.JudgeThreshold, judges["p99-latency-seconds"])
+	assert.Equal(t, plan.JudgeLatency, judges["latency"], "against the champion, not a fixed p99 bound")
+	assert.Equal(t, plan.JudgeDrift, judges["prediction-drift"])
+	// Three statistical judges in the shadow soak and three in the canary, which
+	// the watch goes on with: six shares of the 5% budget.
+	var sum float64
+	for _, s := range p.Budget() {
+		assert.InDelta(t, 0.05/6, s.Alpha, 1e-12, "%+v", s)
+		sum += s.Alpha
+	}
+	assert.Len(t, p.Budget(), 6)
+	assert.InDelta(t, 0.05, sum, 1e-12)
+	assert.Equal(t, 5, *p.PostPromotion.Holdout)
 }
 
 func TestParseCountingJudges(t *testing.T) {
@@ -292,6 +303,7 @@ analysis:
     - name: latency
       judge: latency
       query: sum by (le) (mlrelease_gateway_request_duration_seconds_bucket{variant="{{.Variant}}"})
+      tolerance: 1.5
     - name: drift
       judge: drift
       query: sum by (le) (mlrelease_gateway_prediction_score_bucket{variant="{{.Variant}}"})
@@ -307,7 +319,7 @@ analysis:
 	require.NoError(t, err)
 	ms := p.Analysis.Metrics
 	assert.True(t, ms[0].Sequential())
-	assert.Equal(t, 0.05, ms[0].AlphaOrDefault())
+	assert.Equal(t, 0.05/4, ms[0].AlphaOrDefault(), "four statistical judges in the canary (default steps) share the 5% budget")
 	assert.Equal(t, 100, ms[0].MinSampleSize())
 	assert.Len(t, ms[0].Queries(), 2)
 	assert.Equal(t, []float64{0.5, 0.99}, ms[1].QuantilesOrDefault())
