@@ -204,7 +204,9 @@ func (s *Stack) StartPrometheus(ctx context.Context, root, dir, listen string, i
 	}
 	p, err := s.Start("prometheus", bin, []string{"--config.file=" + cfg, "--storage.tsdb.path=" + filepath.Join(dir, "data"),
 		"--web.listen-address=" + listen, "--storage.tsdb.retention.time=1d", "--log.level=warn",
-		// The latency judge reads the gateway's native histograms (Prometheus 2.40+).
+		// The latency judge reads the gateway's native histograms (Prometheus 2.40+;
+		// Debian's 2.42 then keeps only the native form of a histogram that has
+		// both, so latency queries read the native one).
 		"--enable-feature=native-histograms"})
 	if err != nil {
 		return nil, err
