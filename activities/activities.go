@@ -79,6 +79,7 @@ type Resolved struct {
 
 // Resolve looks up the candidate and the current champion in the registry.
 func (a *Activities) Resolve(ctx context.Context, in ResolveInput) (Resolved, error) {
+	defer keepAlive(ctx)()
 	champion, err := a.Registry.ResolveAlias(ctx, in.Model, registry.AliasChampion)
 	if err != nil {
 		return Resolved{}, classify(fmt.Errorf("resolve the champion of model %q (set the %q alias on a version first): %w", in.Model, registry.AliasChampion, err))
@@ -114,6 +115,7 @@ type NamedQuery struct {
 // CheckQueries runs every query once, so that a query the metrics backend rejects
 // fails the release before any traffic moves. Empty results are fine here.
 func (a *Activities) CheckQueries(ctx context.Context, queries []NamedQuery) error {
+	defer keepAlive(ctx)()
 	now := time.Now()
 	for _, q := range queries {
 		var err error
@@ -131,6 +133,7 @@ func (a *Activities) CheckQueries(ctx context.Context, queries []NamedQuery) err
 
 // SetTraffic ensures the data plane routes the model as desired.
 func (a *Activities) SetTraffic(ctx context.Context, t deploy.Traffic) (deploy.Applied, error) {
+	defer keepAlive(ctx)()
 	applied, err := a.Deployer.Apply(ctx, t)
 	if err != nil {
 		return deploy.Applied{}, classify(fmt.Errorf("set traffic of model %s to candidate %d%%, shadow %d%%: %w", t.Model, t.CandidateWeight, t.ShadowShare, err))
@@ -196,6 +199,7 @@ type BucketSource interface {
 // evidence) and judges it. A backend that cannot be reached gives an Error verdict,
 // not a failed metric; the stage's tally limits those.
 func (a *Activities) Analyze(ctx context.Context, in AnalyzeInput) ([]analysis.Measurement, error) {
+	defer keepAlive(ctx)()
 	now := time.Now().UTC()
 	window := plan.PromDuration(in.Interval.D())
 	out := make([]analysis.Measurement, 0, len(in.Metrics))
@@ -362,6 +366,7 @@ type RegistryChange struct {
 
 // ChangeRegistry applies c.
 func (a *Activities) ChangeRegistry(ctx context.Context, c RegistryChange) error {
+	defer keepAlive(ctx)()
 	for _, alias := range c.DeleteAliases {
 		if err := a.Registry.DeleteAlias(ctx, c.Model, alias); err != nil {
 			return classify(fmt.Errorf("delete alias %s of model %s: %w", alias, c.Model, err))
@@ -396,6 +401,7 @@ func (a *Activities) ChangeRegistry(ctx context.Context, c RegistryChange) error
 
 // Notify tells people about the release. Best-effort: the workflow ignores its errors.
 func (a *Activities) Notify(ctx context.Context, m notify.Message) error {
+	defer keepAlive(ctx)()
 	locate(ctx, &m)
 	return a.Notifier.Notify(ctx, m)
 }
@@ -405,6 +411,7 @@ func (a *Activities) Notify(ctx context.Context, m notify.Message) error {
 // notifier that cannot refer to messages just notifies and returns no reference.
 // Best-effort, like Notify.
 func (a *Activities) Announce(ctx context.Context, m notify.Message) (notify.Ref, error) {
+	defer keepAlive(ctx)()
 	locate(ctx, &m)
 	if an, ok := a.Notifier.(notify.Announcer); ok {
 		return an.Announce(ctx, m)

@@ -79,6 +79,19 @@ type ReleaseInput struct {
 	Plan plan.Plan `json:"plan"`
 	// StartedBy is who started it, for the record.
 	StartedBy string `json:"startedBy"`
+	// Carried is the state of the release's previous run when it continued as new;
+	// nil for a new release.
+	Carried *Carried `json:"carried,omitempty"`
+	// StartTrust is the plan's allowed signers and the start's signature (signed.go).
+	StartTrust
+	// Limits lower the run's continue-as-new limits (tests); zero keeps the defaults.
+	Limits RunLimits `json:"limits,omitzero"`
+}
+
+// RunLimits bound one run of a release before it continues as new.
+type RunLimits struct {
+	RoundsPerRun int `json:"roundsPerRun,omitempty"`
+	HistoryLimit int `json:"historyLimit,omitempty"`
 }
 
 // DecisionRequest is the argument of every decision update and signal.
@@ -96,6 +109,8 @@ type DecisionRequest struct {
 	// the client resolved them; the validator checks them against the plan's
 	// approverGroups. Validators cannot ask Slack themselves.
 	Groups []string `json:"groups,omitempty"`
+	// Signed is the signature over the decision (signed.go).
+	Signed
 }
 
 // Decision is a decision as the release recorded it.
@@ -114,6 +129,8 @@ type Decision struct {
 	// Refused decisions are recorded with the reason and not applied.
 	Refused bool   `json:"refused,omitempty"`
 	Reason  string `json:"reason,omitempty"`
+	// Attribution is the key that signed it.
+	Attribution
 }
 
 // Gate is one staging gate's result.
@@ -121,6 +138,8 @@ type Gate = analysis.Gate
 
 // AnalysisRound is one interval's measurements within a stage.
 type AnalysisRound struct {
+	// Round numbers the release's rounds from 1.
+	Round        int                    `json:"round,omitempty"`
 	Stage        Stage                  `json:"stage"`
 	Step         int                    `json:"step,omitempty"`
 	Weight       int                    `json:"weight"`
@@ -130,18 +149,27 @@ type AnalysisRound struct {
 
 // Status is what the status query returns: where the release is and all evidence so far.
 type Status struct {
-	ReleaseID        string          `json:"releaseId"`
-	Model            string          `json:"model"`
-	Champion         string          `json:"champion"`
-	Candidate        string          `json:"candidate"`
-	Stage            Stage           `json:"stage"`
-	CandidateWeight  int             `json:"candidateWeight"`
-	ShadowShare      int             `json:"shadowShare"`
-	Step             int             `json:"step"`
-	Steps            []plan.Step     `json:"steps"`
-	Paused           bool            `json:"paused"`
-	Gates            []Gate          `json:"gates"`
+	ReleaseID       string      `json:"releaseId"`
+	Model           string      `json:"model"`
+	Champion        string      `json:"champion"`
+	Candidate       string      `json:"candidate"`
+	Stage           Stage       `json:"stage"`
+	CandidateWeight int         `json:"candidateWeight"`
+	ShadowShare     int         `json:"shadowShare"`
+	Step            int         `json:"step"`
+	Steps           []plan.Step `json:"steps"`
+	Paused          bool        `json:"paused"`
+	// PausedUntil is when a paused release rolls back unless resumed (the plan's
+	// pause limit).
+	PausedUntil time.Time `json:"pausedUntil,omitzero"`
+	Gates       []Gate    `json:"gates"`
+	// Analyses are the latest rounds in full (at most RecentRounds); Rounds counts
+	// every round of the release, and Series draws every metric over the whole
+	// release in at most SeriesPoints points. Every round's full evidence is in the
+	// registry's audit log (mlrelease evidence MODEL).
 	Analyses         []AnalysisRound `json:"analyses"`
+	Rounds           int             `json:"rounds"`
+	Series           []MetricSeries  `json:"series,omitempty"`
 	Decisions        []Decision      `json:"decisions"`
 	Outcome          string          `json:"outcome,omitempty"`
 	Reason           string          `json:"reason,omitempty"`
@@ -154,6 +182,10 @@ type Status struct {
 	// Quorum is how many distinct approvals promotion waits for (1 when unset).
 	Quorum   int  `json:"quorum,omitempty"`
 	FourEyes bool `json:"fourEyes,omitempty"`
+	// SigningStatus says how decisions are authenticated (signed.go).
+	SigningStatus
+	// Runs is how many workflow runs the release has taken (continue-as-new).
+	Runs int `json:"runs,omitempty"`
 }
 
 // Result is ReleaseWorkflow's result.

@@ -40,53 +40,74 @@ const (
 // rollback, and a cancellation ends it cancelled, after the rollback.
 func ReleaseWorkflow(ctx workflow.Context, in ReleaseInput) (*Result, error) {
 	r := newRelease(ctx, in)
+	r.bounded = workflow.GetVersion(ctx, changeLongRelease, workflow.DefaultVersion, 1) >= 1
 	if err := r.setHandlers(ctx); err != nil {
 		return nil, err
 	}
 
 	err := r.run(ctx)
+	// A run that hands over to the next one (continue-as-new) ends here: the release
+	// goes on in the next run, with everything this one had.
+	var renewed *workflow.ContinueAsNewError
+	if errors.As(err, &renewed) {
+		return nil, err
+	}
 
 	// Step 8, rollback: on a context that survives the workflow's cancellation.
-	if r.status.Stage != StagePromoted {
-		dctx, _ := workflow.NewDisconnectedContext(ctx)
+	dctx, _ := workflow.NewDisconnectedContext(ctx)
+	if r.Status.Stage != StagePromoted {
 		if rbErr := r.rollback(dctx, reasonOf(err)); rbErr != nil {
 			return nil, fmt.Errorf("rollback after %q failed: %w", reasonOf(err), rbErr)
 		}
+	}
+	// The last rounds go to the audit log, however the release ended.
+	if fErr := r.flushRounds(dctx, true); fErr != nil {
+		workflow.GetLogger(ctx).Warn("audit the last analysis rounds", "error", fErr)
 	}
 	var verdict *verdictError
 	if err != nil && !errors.As(err, &verdict) {
 		return nil, err
 	}
-	return &Result{Outcome: r.status.Outcome, Reason: r.status.Reason, Status: r.status}, nil
+	return &Result{Outcome: r.Status.Outcome, Reason: r.Status.Reason, Status: r.Status}, nil
 }
 
-// run is the release, stage by stage. It returns nil once promoted.
+// run is the release, stage by stage. It returns nil once promoted. A run that
+// continues an earlier one (continue-as-new) starts at the stage that one was in.
 func (r *release) run(ctx workflow.Context) error {
-	// Step 1: resolve the candidate and the champion; try every query once.
-	if err := r.resolve(ctx); err != nil {
-		return err
-	}
-	// Open the release's thread (Slack): later updates go under it.
-	r.openThread(ctx)
-	// Step 2: deploy the candidate beside the champion at 0% traffic.
-	if err := r.deploy(ctx); err != nil {
-		return err
-	}
-	// Step 3: validate the candidate on the evaluation set.
-	if err := r.staging(ctx); err != nil {
-		return err
+	from := r.Status.Stage // empty for a new release
+	if from == "" {
+		// Step 1: resolve the candidate and the champion; try every query once.
+		if err := r.resolve(ctx); err != nil {
+			return err
+		}
+		// Open the release's thread (Slack): later updates go under it.
+		r.openThread(ctx)
+		// Step 2: deploy the candidate beside the champion at 0% traffic.
+		if err := r.deploy(ctx); err != nil {
+			return err
+		}
+		// Step 3: validate the candidate on the evaluation set.
+		if err := r.staging(ctx); err != nil {
+			return err
+		}
 	}
 	// Step 4: shadow soak: mirrored traffic, users unaffected.
-	if err := r.shadow(ctx); err != nil {
-		return err
+	if from == "" || from == StageShadow {
+		if err := r.shadow(ctx); err != nil {
+			return err
+		}
 	}
 	// Step 5: canary steps, analysed at every interval.
-	if err := r.canary(ctx); err != nil {
-		return err
+	if from != StageAwaitingApproval && from != StageWatching {
+		if err := r.canary(ctx); err != nil {
+			return err
+		}
 	}
 	// Step 6: wait for a human decision.
-	if err := r.approval(ctx); err != nil {
-		return err
+	if from != StageWatching {
+		if err := r.approval(ctx); err != nil {
+			return err
+		}
 	}
 	// Step 7: promote, then watch with the old champion kept warm.
 	return r.promote(ctx)
@@ -99,41 +120,43 @@ func (r *release) resolve(ctx workflow.Context) error {
 	if err := workflow.ExecuteActivity(r.act(ctx, "resolve champion and candidate"), a.Resolve, in).Get(ctx, &res); err != nil {
 		return err
 	}
-	r.champion, r.candidate = res.Champion, res.Candidate
-	r.status.Champion, r.status.Candidate = res.Champion.Version, res.Candidate.Version
-	r.upsert(ctx, CandidateVersionKey.ValueSet(r.candidate.Version))
+	r.Champion, r.Candidate = res.Champion, res.Candidate
+	r.Status.Champion, r.Status.Candidate = res.Champion.Version, res.Candidate.Version
+	r.upsert(ctx, CandidateVersionKey.ValueSet(r.Candidate.Version))
 
 	if err := workflow.ExecuteActivity(r.act(ctx, "try every metric query"), a.CheckQueries, r.queries()).Get(ctx, nil); err != nil {
 		return err
 	}
 	return r.record(ctx, activities.RegistryChange{
-		Version:    r.candidate.Version,
+		Version:    r.Candidate.Version,
 		SetAliases: []string{registry.AliasChallenger},
-		Tags:       map[string]string{TagRelease: r.status.ReleaseID, TagStage: string(StageDeploying)},
-		Event: registry.Event{Kind: "release_started", Actor: r.status.StartedBy,
-			Message: fmt.Sprintf("release of version %s against champion %s started", r.candidate.Version, r.champion.Version)},
+		Tags:       map[string]string{TagRelease: r.Status.ReleaseID, TagStage: string(StageDeploying)},
+		Event: registry.Event{Kind: "release_started", Actor: r.Status.StartedBy,
+			Message: fmt.Sprintf("release of version %s against champion %s started", r.Candidate.Version, r.Champion.Version)},
 	})
 }
 
 func (r *release) deploy(ctx workflow.Context) error {
 	r.setStage(ctx, StageDeploying)
 	// Marked before the call: a call that timed out may still have applied.
-	r.deployed = true
+	r.Deployed = true
 	return r.traffic(ctx, 0, 0)
 }
 
 func (r *release) staging(ctx workflow.Context) error {
 	s := r.plan.Staging
 	if s.Dataset == "" {
-		r.status.Gates = append(r.status.Gates, Gate{Name: "staging", Verdict: analysis.Pass, Message: "skipped: the plan names no evaluation set"})
+		r.Status.Gates = append(r.Status.Gates, Gate{Name: "staging", Verdict: analysis.Pass, Message: "skipped: the plan names no evaluation set"})
 		return nil
 	}
 	r.setStage(ctx, StageStaging)
-	in := activities.EvaluateInput{Dataset: s.Dataset, Champion: r.champion.Endpoint, Candidate: r.candidate.Endpoint}
+	in := activities.EvaluateInput{Dataset: s.Dataset, Champion: r.Champion.Endpoint, Candidate: r.Candidate.Endpoint}
 	actx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
-		StartToCloseTimeout: 10 * time.Minute,
-		HeartbeatTimeout:    time.Minute,
-		RetryPolicy:         &temporal.RetryPolicy{MaximumAttempts: 3},
+		// The evaluation heartbeats its progress every second and resumes from it
+		// when retried: a lost worker costs seconds, and a large set may take hours.
+		StartToCloseTimeout: 12 * time.Hour,
+		HeartbeatTimeout:    2 * heartbeatTimeout,
+		RetryPolicy:         &temporal.RetryPolicy{InitialInterval: time.Second, MaximumAttempts: 5},
 		Summary:             "evaluate candidate and champion on " + s.Dataset,
 	})
 	var out activities.EvaluateOutput
@@ -141,7 +164,7 @@ func (r *release) staging(ctx workflow.Context) error {
 		return err
 	}
 	gates := analysis.JudgeStaging(s, out.Champion, out.Candidate)
-	r.status.Gates = append(r.status.Gates, gates...)
+	r.Status.Gates = append(r.Status.Gates, gates...)
 	r.touch(ctx)
 	evidence := map[string]string{}
 	failed := ""
@@ -155,7 +178,7 @@ func (r *release) staging(ctx workflow.Context) error {
 		return fail(failed)
 	}
 	r.notify(ctx, "staging gates passed", evidence)
-	return r.record(ctx, activities.RegistryChange{Version: r.candidate.Version,
+	return r.record(ctx, activities.RegistryChange{Version: r.Candidate.Version,
 		Tags:  map[string]string{TagStage: string(StageStaging)},
 		Event: registry.Event{Kind: "staging_passed", Message: "every staging gate passed", Evidence: evidence}})
 }
@@ -165,9 +188,11 @@ func (r *release) shadow(ctx workflow.Context) error {
 	if sh.Share == 0 {
 		return nil
 	}
-	r.setStage(ctx, StageShadow)
-	if err := r.traffic(ctx, 0, sh.Share); err != nil {
-		return err
+	if r.Bake.Stage != StageShadow { // else the previous run left the soak going
+		r.setStage(ctx, StageShadow)
+		if err := r.traffic(ctx, 0, sh.Share); err != nil {
+			return err
+		}
 	}
 	if err := r.bake(ctx, StageShadow, 0, sh.Duration.D(), r.plan.ShadowMetrics()); err != nil {
 		return err
@@ -177,11 +202,20 @@ func (r *release) shadow(ctx workflow.Context) error {
 }
 
 func (r *release) canary(ctx workflow.Context) error {
-	r.setStage(ctx, StageCanary)
-	for i, step := range r.plan.Canary.Steps {
-		r.status.Step = i + 1
-		if err := r.traffic(ctx, step.Weight, 0); err != nil {
-			return err
+	// A canary that the previous run left goes on at its step, at its weight.
+	first, resumed := 0, r.Bake.Stage == StageCanary && r.Bake.Step > 0
+	if resumed {
+		first = r.Bake.Step - 1
+	} else {
+		r.setStage(ctx, StageCanary)
+	}
+	for i := first; i < len(r.plan.Canary.Steps); i++ {
+		step := r.plan.Canary.Steps[i]
+		r.Status.Step = i + 1
+		if !resumed || i != first {
+			if err := r.traffic(ctx, step.Weight, 0); err != nil {
+				return err
+			}
 		}
 		if err := r.bake(ctx, StageCanary, i+1, step.Bake.D(), r.plan.Analysis.Metrics); err != nil {
 			return err
@@ -196,12 +230,32 @@ func (r *release) approval(ctx workflow.Context) error {
 	if !ap.Waits() {
 		return nil
 	}
-	r.setStage(ctx, StageAwaitingApproval)
-	request := r.requestApproval(ctx, fmt.Sprintf("awaiting approval (timeout %s, then %s)", ap.Timeout, ap.OnTimeout))
-	decided, err := workflow.AwaitWithOptions(ctx, workflow.AwaitOptions{
-		Timeout:      ap.Timeout.D(),
-		TimerOptions: workflow.TimerOptions{Summary: fmt.Sprintf("approval timeout (%s, then %s)", ap.Timeout, ap.OnTimeout)},
-	}, func() bool { return r.approved != nil || r.interrupt != nil })
+	var request workflow.Future
+	if r.ApprovalDeadline.IsZero() { // else the previous run asked already
+		r.setStage(ctx, StageAwaitingApproval)
+		request = r.requestApproval(ctx, fmt.Sprintf("awaiting approval (timeout %s, then %s)", ap.Timeout, ap.OnTimeout))
+		r.ApprovalDeadline = workflow.Now(ctx).Add(ap.Timeout.D())
+	}
+	var decided bool
+	var err error
+	for {
+		decided, err = workflow.AwaitWithOptions(ctx, workflow.AwaitOptions{
+			Timeout:      r.ApprovalDeadline.Sub(workflow.Now(ctx)),
+			TimerOptions: workflow.TimerOptions{Summary: fmt.Sprintf("approval timeout (%s, then %s)", ap.Timeout, ap.OnTimeout)},
+		}, func() bool { return r.Approved != nil || r.Interrupt != nil || r.continueAsNewDue(ctx) })
+		if err != nil || !decided || r.Approved != nil || r.Interrupt != nil {
+			break
+		}
+		// Many decisions can fill a run's history while it waits: hand over.
+		r.keepApprovalRequest(ctx, request)
+		if err = r.continueAsNewIfDue(ctx); err != nil {
+			break
+		}
+	}
+	var renewed *workflow.ContinueAsNewError
+	if errors.As(err, &renewed) {
+		return err
+	}
 	r.closeApproval(ctx, request)
 	if err != nil {
 		return err
@@ -212,7 +266,7 @@ func (r *release) approval(ctx workflow.Context) error {
 	if decided {
 		return nil
 	}
-	r.status.Decisions = append(r.status.Decisions, Decision{Kind: "approval_timeout", Who: "mlrelease", Channel: "timer",
+	r.Status.Decisions = append(r.Status.Decisions, Decision{Kind: "approval_timeout", Who: "mlrelease", Channel: "timer",
 		At: workflow.Now(ctx), Comment: fmt.Sprintf("no decision within %s: %s", ap.Timeout, ap.OnTimeout)})
 	// Silence promotes only where approval is not required (rule 3), even if the
 	// plan reached the workflow without validation.
@@ -223,20 +277,10 @@ func (r *release) approval(ctx workflow.Context) error {
 }
 
 func (r *release) promote(ctx workflow.Context) error {
-	r.setStage(ctx, StagePromoting)
-	if err := r.traffic(ctx, 100, 0); err != nil {
-		return err
-	}
-	r.aliasMoved = true // before the call, as with deployed
-	tags := map[string]string{TagStage: string(StagePromoting)}
-	if r.approved != nil {
-		tags[TagApprover] = r.approvedBy()
-	}
-	if err := r.record(ctx, activities.RegistryChange{Version: r.candidate.Version,
-		SetAliases: []string{registry.AliasChampion}, DeleteAliases: []string{registry.AliasChallenger}, Tags: tags,
-		Event: registry.Event{Kind: "champion_moved", Actor: r.approverName(),
-			Message: fmt.Sprintf("champion moved from %s to %s", r.champion.Version, r.candidate.Version)}}); err != nil {
-		return err
+	if r.Bake.Stage != StageWatching { // else an earlier run promoted and left the watch going
+		if err := r.moveChampion(ctx); err != nil {
+			return err
+		}
 	}
 	if w := r.plan.PostPromotion.Watch.D(); w > 0 {
 		r.setStage(ctx, StageWatching)
@@ -246,7 +290,7 @@ func (r *release) promote(ctx workflow.Context) error {
 	}
 	// The candidate is the champion now: retire the old version's route.
 	ctx = r.compensating(ctx, "retire the old champion's route")
-	final := deploy.Traffic{Model: r.plan.Model, Champion: backend(r.candidate)}
+	final := deploy.Traffic{Model: r.plan.Model, Champion: backend(r.Candidate)}
 	if err := workflow.ExecuteActivity(ctx, a.SetTraffic, final).Get(ctx, nil); err != nil {
 		return err
 	}
@@ -254,40 +298,60 @@ func (r *release) promote(ctx workflow.Context) error {
 	if err := r.check(); err != nil {
 		return err
 	}
-	r.status.CandidateWeight, r.status.ShadowShare = 100, 0
-	r.status.Outcome, r.status.Reason = OutcomePromoted, "every gate passed"
-	if r.approved != nil {
-		r.status.Reason += fmt.Sprintf("; approved by %s", r.approvedBy())
+	r.Status.CandidateWeight, r.Status.ShadowShare = 100, 0
+	r.Status.Outcome, r.Status.Reason = OutcomePromoted, "every gate passed"
+	if r.Approved != nil {
+		r.Status.Reason += fmt.Sprintf("; approved by %s", r.approvedBy())
 	}
 	r.setStage(ctx, StagePromoted)
-	_ = r.record(ctx, activities.RegistryChange{Version: r.candidate.Version,
-		Tags:  map[string]string{TagStage: string(StagePromoted), TagOutcome: OutcomePromoted, TagReason: r.status.Reason},
-		Event: registry.Event{Kind: "promoted", Actor: r.approverName(), Message: r.status.Reason, Evidence: r.lastEvidence()}})
-	r.notifyWait(ctx, "promoted: "+r.status.Reason)
+	_ = r.record(ctx, activities.RegistryChange{Version: r.Candidate.Version,
+		Tags:  map[string]string{TagStage: string(StagePromoted), TagOutcome: OutcomePromoted, TagReason: r.Status.Reason},
+		Event: registry.Event{Kind: "promoted", Actor: r.approverName(), Message: r.Status.Reason, Evidence: r.lastEvidence()}})
+	r.notifyWait(ctx, "promoted: "+r.Status.Reason)
 	return nil
+}
+
+// moveChampion sends every request to the candidate and moves the champion alias to it.
+func (r *release) moveChampion(ctx workflow.Context) error {
+	r.setStage(ctx, StagePromoting)
+	if err := r.traffic(ctx, 100, 0); err != nil {
+		return err
+	}
+	r.AliasMoved = true // before the call, as with deployed
+	tags := map[string]string{TagStage: string(StagePromoting)}
+	if r.Approved != nil {
+		tags[TagApprover] = r.approvedBy()
+	}
+	return r.record(ctx, activities.RegistryChange{Version: r.Candidate.Version,
+		SetAliases: []string{registry.AliasChampion}, DeleteAliases: []string{registry.AliasChallenger}, Tags: tags,
+		Event: registry.Event{Kind: "champion_moved", Actor: r.approverName(),
+			Message: fmt.Sprintf("champion moved from %s to %s", r.Champion.Version, r.Candidate.Version)}})
 }
 
 // rollback restores the champion: candidate traffic 0, mirror off, the champion alias
 // where it was, the candidate marked rolled back with the reason. Each step is
 // idempotent and retried until it succeeds.
 func (r *release) rollback(ctx workflow.Context, reason string) error {
-	r.status.Outcome, r.status.Reason = OutcomeRolledBack, reason
+	r.Status.Outcome, r.Status.Reason = OutcomeRolledBack, reason
 	r.setStage(ctx, StageRollingBack)
-	if r.deployed {
-		restore := deploy.Traffic{Model: r.plan.Model, Champion: backend(r.champion)}
+	if r.Deployed {
+		restore := deploy.Traffic{Model: r.plan.Model, Champion: backend(r.Champion)}
 		if err := workflow.ExecuteActivity(r.compensating(ctx, "restore the champion's traffic"), a.SetTraffic, restore).Get(ctx, nil); err != nil {
 			return err
 		}
-		r.status.CandidateWeight, r.status.ShadowShare = 0, 0
+		r.Status.CandidateWeight, r.Status.ShadowShare = 0, 0
+		if r.bounded {
+			r.upsert(ctx, CanaryWeightKey.ValueSet(0))
+		}
 	}
-	if r.aliasMoved {
-		if err := r.record(ctx, activities.RegistryChange{Version: r.champion.Version, SetAliases: []string{registry.AliasChampion},
-			Event: registry.Event{Kind: "champion_restored", Message: "champion alias restored to " + r.champion.Version}}); err != nil {
+	if r.AliasMoved {
+		if err := r.record(ctx, activities.RegistryChange{Version: r.Champion.Version, SetAliases: []string{registry.AliasChampion},
+			Event: registry.Event{Kind: "champion_restored", Message: "champion alias restored to " + r.Champion.Version}}); err != nil {
 			return err
 		}
 	}
-	if r.candidate.Version != "" {
-		if err := r.record(ctx, activities.RegistryChange{Version: r.candidate.Version, DeleteAliases: []string{registry.AliasChallenger},
+	if r.Candidate.Version != "" {
+		if err := r.record(ctx, activities.RegistryChange{Version: r.Candidate.Version, DeleteAliases: []string{registry.AliasChallenger},
 			Tags:  map[string]string{TagStage: string(StageRolledBack), TagOutcome: OutcomeRolledBack, TagReason: reason},
 			Event: registry.Event{Kind: "rolled_back", Actor: r.interruptedBy(), Message: reason, Evidence: r.lastEvidence()}}); err != nil {
 			return err
@@ -303,54 +367,102 @@ func (r *release) rollback(ctx workflow.Context, reason string) error {
 // only when every metric's latest measurement passed and the release is not paused;
 // a metric without data extends the stage up to its hold limit, then fails it.
 func (r *release) bake(ctx workflow.Context, stage Stage, step int, d time.Duration, metrics []plan.Metric) error {
-	tally := analysis.NewTally(metrics)
 	interval := r.plan.Analysis.Interval.D()
-	// Sequential judges count from the stage's start: the whole canary, across its
-	// steps and their changing weights, is one test. The post-promotion watch goes
-	// on with the canary's test: at 100% the champion serves nothing, so the watch
-	// judges the candidate against the champion's rates counted during the canary.
-	switch {
-	case stage == StageWatching && r.judged.stage == StageCanary:
-		r.judged.stage = stage
-	case r.judged.stage != stage:
-		r.judged = judgedStage{stage: stage, since: workflow.Now(ctx), states: map[string]analysis.JudgeState{}}
+	// A bake that the previous run left (continue-as-new) goes on where it was.
+	if b := r.Bake; b.Stage != stage || b.Step != step || b.Tally == nil {
+		// Sequential judges count from the stage's start: the whole canary, across its
+		// steps and their changing weights, is one test. The post-promotion watch goes
+		// on with the canary's test: at 100% the champion serves nothing, so the watch
+		// judges the candidate against the champion's rates counted during the canary.
+		switch {
+		case stage == StageWatching && r.Judged.Stage == StageCanary:
+			r.Judged.Stage = stage
+		case r.Judged.Stage != stage:
+			r.Judged = judgedStage{Stage: stage, Since: workflow.Now(ctx), States: map[string]analysis.JudgeState{}}
+		}
+		r.Bake = bakeProgress{Stage: stage, Step: step, Tally: analysis.NewTally(metrics)}
 	}
-	in := activities.AnalyzeInput{Model: r.plan.Model, Champion: r.champion.Version, Candidate: r.candidate.Version,
-		Interval: r.plan.Analysis.Interval, Metrics: metrics, Since: r.judged.since, States: r.judged.states}
+	tally := r.Bake.Tally
+	bindTally(tally, metrics)
 	actx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
 		StartToCloseTimeout: 30 * time.Second,
-		RetryPolicy:         &temporal.RetryPolicy{MaximumAttempts: 3},
-		Summary:             fmt.Sprintf("analyse %s at %d%%", stage, r.status.CandidateWeight),
+		HeartbeatTimeout:    heartbeatTimeout,
+		RetryPolicy:         &temporal.RetryPolicy{InitialInterval: time.Second, MaximumAttempts: 3},
+		Summary:             fmt.Sprintf("analyse %s at %d%%", stage, r.Status.CandidateWeight),
 	})
-	var elapsed time.Duration
 	for {
-		if err := r.wait(ctx, interval, fmt.Sprintf("%s bake: next analysis (%s of %s elapsed)", stage, elapsed, d)); err != nil {
+		if err := r.wait(ctx, r.nextWait(ctx, interval), r.bakeSummary(stage, d)); err != nil {
 			return err
 		}
-		elapsed += interval
+		if err := r.pauseExpired(ctx); err != nil {
+			return err
+		}
+		r.Bake.Elapsed += interval
+		in := activities.AnalyzeInput{Model: r.plan.Model, Champion: r.Champion.Version, Candidate: r.Candidate.Version,
+			Interval: r.plan.Analysis.Interval, Metrics: metrics, Since: r.Judged.Since, States: r.Judged.States}
 		var ms []analysis.Measurement
 		if err := workflow.ExecuteActivity(actx, a.Analyze, in).Get(ctx, &ms); err != nil {
 			return err
 		}
-		ms = r.judged.keep(ms)
-		r.status.Analyses = append(r.status.Analyses, AnalysisRound{Stage: stage, Step: step, Weight: r.status.CandidateWeight, At: workflow.Now(ctx), Measurements: ms})
+		ms = r.Judged.keep(ms)
+		r.addRound(AnalysisRound{Stage: stage, Step: step, Weight: r.Status.CandidateWeight, At: workflow.Now(ctx), Measurements: ms})
 		r.touch(ctx)
 		if reason := tally.Add(ms); reason != "" {
-			return fail(fmt.Sprintf("%s analysis at %d%%: %s", stage, r.status.CandidateWeight, reason))
+			return fail(fmt.Sprintf("%s analysis at %d%%: %s", stage, r.Status.CandidateWeight, reason))
 		}
 		if err := r.check(); err != nil {
 			return err
 		}
-		if elapsed < d || r.status.Paused {
+		if err := r.flushRounds(ctx, false); err != nil {
+			return err
+		}
+		if r.Bake.Elapsed < d || r.Status.Paused {
+			if err := r.continueAsNewIfDue(ctx); err != nil {
+				return err
+			}
 			continue
 		}
 		switch v, reason := tally.Conclude(); v {
 		case analysis.Pass:
+			r.Bake = bakeProgress{}
 			return nil
 		case analysis.Fail:
-			return fail(fmt.Sprintf("%s analysis at %d%%: %s", stage, r.status.CandidateWeight, reason))
+			return fail(fmt.Sprintf("%s analysis at %d%%: %s", stage, r.Status.CandidateWeight, reason))
+		}
+		if err := r.continueAsNewIfDue(ctx); err != nil {
+			return err
 		}
 	}
+}
+
+// bakeSummary names the timer to the next analysis for the Web UI.
+func (r *release) bakeSummary(stage Stage, d time.Duration) string {
+	if r.Status.Paused && !r.Status.PausedUntil.IsZero() {
+		return fmt.Sprintf("%s paused: rolls back at %s unless resumed (pause limit %s)",
+			stage, r.Status.PausedUntil.UTC().Format(time.RFC3339), r.plan.Pause.LimitOrDefault())
+	}
+	return fmt.Sprintf("%s bake: next analysis (%s of %s elapsed)", stage, r.Bake.Elapsed, d)
+}
+
+// nextWait is the time to the next analysis, cut short by the pause limit so that an
+// expired pause rolls back on time.
+func (r *release) nextWait(ctx workflow.Context, interval time.Duration) time.Duration {
+	if r.Status.Paused && !r.Status.PausedUntil.IsZero() {
+		if left := r.Status.PausedUntil.Sub(workflow.Now(ctx)); left < interval {
+			return max(left, time.Millisecond)
+		}
+	}
+	return interval
+}
+
+// pauseExpired fails a release paused for longer than its plan's pause limit.
+func (r *release) pauseExpired(ctx workflow.Context) error {
+	if !r.Status.Paused || r.Status.PausedUntil.IsZero() || workflow.Now(ctx).Before(r.Status.PausedUntil) {
+		return nil
+	}
+	r.Status.Decisions = append(r.Status.Decisions, Decision{Kind: "pause_expired", Who: "mlrelease", Channel: "timer",
+		At: workflow.Now(ctx), Comment: fmt.Sprintf("paused for longer than the pause limit of %s", r.plan.Pause.LimitOrDefault())})
+	return fail(fmt.Sprintf("paused for longer than the pause limit of %s without a resume", r.plan.Pause.LimitOrDefault()))
 }
 
 // traffic ensures the candidate's live weight and shadow share.
@@ -359,13 +471,13 @@ func (r *release) traffic(ctx workflow.Context, weight, shadow int) error {
 	if err := r.check(); err != nil {
 		return err
 	}
-	cand := backend(r.candidate)
-	t := deploy.Traffic{Model: r.plan.Model, Champion: backend(r.champion), Candidate: &cand, CandidateWeight: weight, ShadowShare: shadow}
+	cand := backend(r.Candidate)
+	t := deploy.Traffic{Model: r.plan.Model, Champion: backend(r.Champion), Candidate: &cand, CandidateWeight: weight, ShadowShare: shadow}
 	summary := fmt.Sprintf("set candidate traffic to %d%%, shadow %d%%", weight, shadow)
 	if err := workflow.ExecuteActivity(r.act(ctx, summary), a.SetTraffic, t).Get(ctx, nil); err != nil {
 		return err
 	}
-	r.status.CandidateWeight, r.status.ShadowShare = weight, shadow
+	r.Status.CandidateWeight, r.Status.ShadowShare = weight, shadow
 	r.upsert(ctx, CanaryWeightKey.ValueSet(int64(weight)))
 	r.touch(ctx)
 	return r.check()
@@ -396,15 +508,16 @@ func (r *release) notifyWait(ctx workflow.Context, text string) {
 func (r *release) notifyCtx(ctx workflow.Context) workflow.Context {
 	return workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
 		StartToCloseTimeout: 10 * time.Second,
+		HeartbeatTimeout:    heartbeatTimeout,
 		RetryPolicy:         &temporal.RetryPolicy{MaximumAttempts: 3},
 		Summary:             "notify",
 	})
 }
 
 func (r *release) message(text string, evidence map[string]string) notify.Message {
-	return notify.Message{ReleaseID: r.status.ReleaseID, Model: r.plan.Model, Champion: r.champion.Version,
-		Candidate: r.candidate.Version, Stage: string(r.status.Stage), Text: text, Evidence: evidence,
-		Thread: r.thread, Summary: r.summary(), Figures: r.figures()}
+	return notify.Message{ReleaseID: r.Status.ReleaseID, Model: r.plan.Model, Champion: r.Champion.Version,
+		Candidate: r.Candidate.Version, Stage: string(r.Status.Stage), Text: text, Evidence: evidence,
+		Thread: r.Thread, Summary: r.summary(), Figures: r.figures()}
 }
 
 // Workflow changes guarded by workflow.GetVersion, so that releases that began
@@ -422,7 +535,7 @@ func (r *release) openThread(ctx workflow.Context) {
 	if workflow.GetVersion(ctx, changeThread, workflow.DefaultVersion, 1) < 1 {
 		return
 	}
-	m := r.message(fmt.Sprintf("release started by %s", r.status.StartedBy), nil)
+	m := r.message(fmt.Sprintf("release started by %s", r.Status.StartedBy), nil)
 	m.Kind = notify.KindRelease
 	var ref notify.Ref
 	if err := workflow.ExecuteActivity(r.announceCtx(ctx, "notify: open the release's thread"), a.Announce, m).Get(ctx, &ref); err != nil {
@@ -430,7 +543,7 @@ func (r *release) openThread(ctx workflow.Context) {
 		return
 	}
 	if ref.TS != "" {
-		r.thread = &ref
+		r.Thread = &ref
 	}
 }
 
@@ -441,32 +554,47 @@ func (r *release) requestApproval(ctx workflow.Context, text string) workflow.Fu
 		r.notify(ctx, text, r.lastEvidence())
 		return nil
 	}
-	r.approvalText = text
+	r.ApprovalText = text
 	return workflow.ExecuteActivity(r.announceCtx(ctx, "notify: request approval"), a.Announce, r.approvalMessage(false))
 }
 
 // closeApproval redraws the approval request with the decisions taken and no
 // buttons, whichever client decided. It does not wait.
 func (r *release) closeApproval(ctx workflow.Context, request workflow.Future) {
-	if request == nil || !request.IsReady() {
-		return
+	ref := r.ApprovalRequest // posted by an earlier run
+	if request != nil && request.IsReady() {
+		var got notify.Ref
+		if err := request.Get(ctx, &got); err == nil && got.TS != "" {
+			ref = &got
+		}
 	}
-	var ref notify.Ref
-	if err := request.Get(ctx, &ref); err != nil || ref.TS == "" {
+	if ref == nil || ref.TS == "" {
 		return
 	}
 	m := r.approvalMessage(true)
-	m.Replace = &ref
+	m.Replace = ref
 	workflow.ExecuteActivity(r.notifyCtx(ctx), a.Notify, m)
+}
+
+// keepApprovalRequest keeps the posted approval request in the state, for the next
+// run to redraw it. It waits for the post (bounded by its activity timeouts).
+func (r *release) keepApprovalRequest(ctx workflow.Context, request workflow.Future) {
+	if request == nil {
+		return
+	}
+	var ref notify.Ref
+	if err := request.Get(ctx, &ref); err == nil && ref.TS != "" {
+		r.ApprovalRequest = &ref
+	}
 }
 
 func (r *release) approvalMessage(closed bool) notify.Message {
 	ap := r.plan.Approval
-	m := r.message(r.approvalText, r.lastEvidence())
+	m := r.message(r.ApprovalText, r.lastEvidence())
 	m.Kind = notify.KindApproval
 	info := &notify.Approval{Approvers: ap.Approvers, Groups: ap.ApproverGroups, Quorum: ap.Needed(), FourEyes: ap.FourEyes,
-		StartedBy: r.status.StartedBy, Timeout: ap.Timeout.String(), OnTimeout: ap.OnTimeout, Closed: closed}
-	for _, d := range r.status.Decisions {
+		StartedBy: r.Status.StartedBy, Timeout: ap.Timeout.String(), OnTimeout: ap.OnTimeout, Closed: closed}
+	for _, d := range r.Status.Decisions {
 		if (d.Kind == Approve || d.Kind == Reject || d.Kind == Abort) && !d.Refused {
 			info.Decisions = append(info.Decisions, notify.Decided{Kind: d.Kind, Who: d.Who, Name: d.Name, Source: d.Source, Comment: d.Comment})
 		}
@@ -520,11 +648,11 @@ func (r *release) summary() string {
 
 // figures are the latest round's measurements, candidate against champion.
 func (r *release) figures() []notify.Figure {
-	n := len(r.status.Analyses)
+	n := len(r.Status.Analyses)
 	if n == 0 {
 		return nil
 	}
-	ms := r.status.Analyses[n-1].Measurements
+	ms := r.Status.Analyses[n-1].Measurements
 	out := make([]notify.Figure, 0, len(ms))
 	for _, m := range ms {
 		out = append(out, notify.Figure{Metric: m.Metric, Verdict: string(m.Verdict), Candidate: m.Value, Champion: m.Baseline, Note: m.Message})
@@ -534,11 +662,11 @@ func (r *release) figures() []notify.Figure {
 
 // approvedBy names the approvers whose approvals met the quorum.
 func (r *release) approvedBy() string {
-	if len(r.approvals) <= 1 && r.approved != nil {
-		return r.approved.Who
+	if len(r.Approvals) <= 1 && r.Approved != nil {
+		return r.Approved.Who
 	}
-	who := make([]string, len(r.approvals))
-	for i, d := range r.approvals {
+	who := make([]string, len(r.Approvals))
+	for i, d := range r.Approvals {
 		who[i] = d.Who
 	}
 	return strings.Join(who, ", ")
@@ -548,6 +676,7 @@ func (r *release) approvedBy() string {
 func (r *release) act(ctx workflow.Context, summary string) workflow.Context {
 	return workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
 		StartToCloseTimeout: time.Minute,
+		HeartbeatTimeout:    heartbeatTimeout, // a lost activity is retried in seconds
 		RetryPolicy: &temporal.RetryPolicy{
 			InitialInterval:    time.Second,
 			BackoffCoefficient: 2,
@@ -562,6 +691,7 @@ func (r *release) act(ctx workflow.Context, summary string) workflow.Context {
 func (r *release) compensating(ctx workflow.Context, summary string) workflow.Context {
 	return workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
 		StartToCloseTimeout: time.Minute,
+		HeartbeatTimeout:    heartbeatTimeout,
 		RetryPolicy: &temporal.RetryPolicy{
 			InitialInterval:    time.Second,
 			BackoffCoefficient: 2,
@@ -574,7 +704,7 @@ func (r *release) compensating(ctx workflow.Context, summary string) workflow.Co
 // wait sleeps for d unless the release is rejected or aborted first.
 func (r *release) wait(ctx workflow.Context, d time.Duration, summary string) error {
 	if _, err := workflow.AwaitWithOptions(ctx, workflow.AwaitOptions{Timeout: d, TimerOptions: workflow.TimerOptions{Summary: summary}},
-		func() bool { return r.interrupt != nil }); err != nil {
+		func() bool { return r.Interrupt != nil }); err != nil {
 		return err
 	}
 	return r.check()
@@ -588,7 +718,7 @@ func (r *release) queries() []activities.NamedQuery {
 	for _, set := range [][]plan.Metric{r.plan.ShadowMetrics(), r.plan.Analysis.Metrics, r.plan.WatchMetrics()} {
 		for _, m := range set {
 			for _, tmpl := range m.Queries() {
-				q, err := plan.Render(tmpl, plan.QueryVars{Model: r.plan.Model, Variant: deploy.Candidate, Version: r.candidate.Version, Interval: window})
+				q, err := plan.Render(tmpl, plan.QueryVars{Model: r.plan.Model, Variant: deploy.Candidate, Version: r.Candidate.Version, Interval: window})
 				if err != nil {
 					q = tmpl // the activity reports it; the plan was validated before start
 				}
@@ -605,8 +735,8 @@ func (r *release) queries() []activities.NamedQuery {
 
 func (r *release) lastEvidence() map[string]string {
 	ev := map[string]string{}
-	if n := len(r.status.Analyses); n > 0 {
-		for _, m := range r.status.Analyses[n-1].Measurements {
+	if n := len(r.Status.Analyses); n > 0 {
+		for _, m := range r.Status.Analyses[n-1].Measurements {
 			ev[m.Metric] = string(m.Verdict) + ": " + m.Message
 		}
 	}
@@ -614,15 +744,15 @@ func (r *release) lastEvidence() map[string]string {
 }
 
 func (r *release) approverName() string {
-	if r.approved != nil {
-		return r.approved.Who
+	if r.Approved != nil {
+		return r.Approved.Who
 	}
-	return r.status.StartedBy
+	return r.Status.StartedBy
 }
 
 func (r *release) interruptedBy() string {
-	if r.interrupt != nil {
-		return r.interrupt.Who
+	if r.Interrupt != nil {
+		return r.Interrupt.Who
 	}
 	return "mlrelease"
 }

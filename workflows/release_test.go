@@ -2,6 +2,7 @@ package workflows
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -103,6 +104,8 @@ type releaseSuite struct {
 	announce func(m notify.Message) (notify.Ref, error)
 	// notifyErr, when set, is what Notify fails with.
 	notifyErr error
+	// audited are the rounds written to the audit log, in order.
+	audited []AnalysisRound
 }
 
 func TestReleaseWorkflow(t *testing.T) { suite.Run(t, new(releaseSuite)) }
@@ -127,6 +130,7 @@ func (s *releaseSuite) SetupTest() {
 	s.trafficCalls = 0
 	s.analyzeCalls, s.traffic, s.trafficFailed, s.changes, s.notes = 0, nil, nil, nil, nil
 	s.analyzeInputs = nil
+	s.audited = nil
 
 	s.env.OnActivity(a.Resolve, mock.Anything, mock.Anything).Return(
 		func(_ context.Context, in activities.ResolveInput) (activities.Resolved, error) {
@@ -201,6 +205,19 @@ func (s *releaseSuite) SetupTest() {
 			}
 			return out, nil
 		}).Maybe()
+	s.env.OnActivity(a.RecordEvents, mock.Anything, mock.Anything, mock.Anything).Return(
+		func(_ context.Context, model string, events []registry.Event) error {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			for _, e := range events {
+				var rd AnalysisRound
+				if err := json.Unmarshal([]byte(e.Evidence["round"]), &rd); err != nil {
+					return err
+				}
+				s.audited = append(s.audited, rd)
+			}
+			return nil
+		}).Maybe()
 	s.env.OnActivity(a.Notify, mock.Anything, mock.Anything).Return(
 		func(_ context.Context, m notify.Message) error {
 			s.mu.Lock()
@@ -230,6 +247,9 @@ func testStartOptions() client.StartWorkflowOptions {
 func (s *releaseSuite) testPlanWith(change func(p *plan.Plan)) plan.Plan {
 	p, err := plan.Parse([]byte(testPlan))
 	s.Require().NoError(err)
+	// These tests are about the release, not identity: typed names (signed_test.go
+	// tests signed decisions).
+	p.Approval.Unsigned = true
 	if change != nil {
 		change(p)
 		s.Require().NoError(p.Validate())
@@ -240,6 +260,17 @@ func (s *releaseSuite) testPlanWith(change func(p *plan.Plan)) plan.Plan {
 func (s *releaseSuite) run(p plan.Plan) {
 	s.env.ExecuteWorkflow(ReleaseWorkflow, ReleaseInput{Plan: p, StartedBy: "ci"})
 	s.Require().True(s.env.IsWorkflowCompleted())
+}
+
+// rounds are every analysis round of the ended release, from the audit log (the
+// status keeps the latest RecentRounds).
+func (s *releaseSuite) rounds() []AnalysisRound {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, rd := range s.audited {
+		s.Require().Equal(i+1, rd.Round, "rounds are audited once each, in order")
+	}
+	return append([]AnalysisRound(nil), s.audited...)
 }
 
 func (s *releaseSuite) result() Result {
@@ -439,11 +470,14 @@ func (s *releaseSuite) TestPromotion() {
 	for _, g := range res.Status.Gates {
 		s.Equal(analysis.Pass, g.Verdict, g.Name)
 	}
-	s.Len(res.Status.Analyses, shadowRounds+canaryRounds+10)
-	for _, r := range res.Status.Analyses {
+	all := s.rounds()
+	s.Len(all, shadowRounds+canaryRounds+10)
+	s.Equal(len(all), res.Status.Rounds)
+	s.Len(res.Status.Analyses, RecentRounds)
+	for _, r := range all {
 		s.Len(r.Measurements, 2)
 	}
-	first := res.Status.Analyses[shadowRounds]
+	first := all[shadowRounds]
 	s.Equal(StageCanary, first.Stage)
 	s.Equal(1, first.Step)
 	s.Equal(10, first.Weight)
@@ -557,7 +591,7 @@ func (s *releaseSuite) TestSequentialJudgeStateCarriesAcrossCanarySteps() {
 	canaryAndWatch := rounds[starts[1]]
 	s.Greater(len(canaryAndWatch), len(p.Canary.Steps), "one state across every canary step")
 	watching := 0
-	for _, round := range res.Status.Analyses {
+	for _, round := range s.rounds() {
 		if round.Stage == StageWatching {
 			watching++
 		}
@@ -568,7 +602,7 @@ func (s *releaseSuite) TestSequentialJudgeStateCarriesAcrossCanarySteps() {
 			s.Equal(i, in.States["errors"].Batches, "round %d of its stage gets the state of the %d before it", i, i)
 		}
 	}
-	for _, round := range res.Status.Analyses {
+	for _, round := range s.rounds() {
 		for _, m := range round.Measurements {
 			s.Nil(m.State, "no working state in the status")
 		}
@@ -745,7 +779,7 @@ func (s *releaseSuite) TestPauseHoldsTheBakeUntilResumed() {
 	s.Equal(OutcomePromoted, res.Outcome)
 	s.Equal([]int{0, 0, 10, 25, 50, 100, -1}, s.weights())
 	// Step 1 kept being analysed while paused; step 2 began only after the resume.
-	for _, r := range res.Status.Analyses {
+	for _, r := range s.rounds() {
 		at := r.At.Sub(res.Status.StartedAt)
 		if r.Step == 1 {
 			s.LessOrEqual(at, resumeAt+time.Minute)
@@ -1001,7 +1035,7 @@ func (s *releaseSuite) TestHoldThenDataPasses() {
 	res := s.result()
 	s.Equal(OutcomePromoted, res.Outcome)
 	steps := map[int]int{}
-	for _, r := range res.Status.Analyses {
+	for _, r := range s.rounds() {
 		if r.Stage == StageCanary {
 			steps[r.Step]++
 		}

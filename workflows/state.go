@@ -15,39 +15,78 @@ import (
 	"github.com/mlrelease/mlrelease/internal/registry"
 )
 
-// release is one release's state. Handlers change it; the stages read it.
+// release is one release: its plan and its state. Handlers change the state; the
+// stages read it.
 type release struct {
-	plan      plan.Plan
-	status    Status
-	champion  registry.Version
-	candidate registry.Version
+	plan plan.Plan
+	// input is the run's input; continue-as-new hands it on with the state.
+	input ReleaseInput
+	// limits are the run's continue-as-new limits (ReleaseInput.Limits).
+	limits RunLimits
+	// bounded is set for releases started since changeLongRelease; roundsAtStart is
+	// Status.Rounds when this run began.
+	bounded       bool
+	roundsAtStart int
+	// Carried is the whole state. Continue-as-new hands it to the next run as it is
+	// (ReleaseInput.Carried), so a field added to the release belongs in Carried and
+	// is carried without more code.
+	*Carried
+}
 
-	// deployed and aliasMoved say what the rollback must undo.
-	deployed   bool
-	aliasMoved bool
+// Carried is everything a release has that its plan does not say: where it is, what
+// it decided and what the rollback must undo. It is one serialisable value so that
+// continue-as-new carries all of it; add new state here, never to release.
+type Carried struct {
+	Status    Status           `json:"status"`
+	Champion  registry.Version `json:"champion"`
+	Candidate registry.Version `json:"candidate"`
 
-	// approvals are the accepted approvals; approved is set by the one that
+	// Deployed and AliasMoved say what the rollback must undo.
+	Deployed   bool `json:"deployed,omitempty"`
+	AliasMoved bool `json:"aliasMoved,omitempty"`
+
+	// Approvals are the accepted approvals; Approved is set by the one that
 	// completes the plan's quorum.
-	approvals []Decision
-	approved  *Decision
-	interrupt *Decision // a rejection or an abort
+	Approvals []Decision `json:"approvals,omitempty"`
+	Approved  *Decision  `json:"approved,omitempty"`
+	Interrupt *Decision  `json:"interrupt,omitempty"` // a rejection or an abort
 
-	// thread is the release's opening message in the notifier (Slack), kept here so
-	// that every later update threads under it, across worker restarts.
-	thread *notify.Ref
-	// approvalText is the approval request's line, kept to redraw it.
-	approvalText string
+	// Thread is the release's opening message in the notifier (Slack), kept here so
+	// that every later update threads under it, across worker restarts and runs.
+	Thread *notify.Ref `json:"thread,omitempty"`
+	// ApprovalText is the approval request's line, kept to redraw it; ApprovalRequest
+	// is the posted request, once known, and ApprovalDeadline when the wait times out.
+	ApprovalText     string      `json:"approvalText,omitempty"`
+	ApprovalRequest  *notify.Ref `json:"approvalRequest,omitempty"`
+	ApprovalDeadline time.Time   `json:"approvalDeadline,omitzero"`
 
-	// judged is the sequential judges' evidence in the current stage.
-	judged judgedStage
+	// Judged is the sequential judges' evidence in the current stage.
+	Judged judgedStage `json:"judged"`
+	// Bake is how far the current bake has gone, to resume it in the next run.
+	Bake bakeProgress `json:"bake"`
+	// Unrecorded are analysis rounds not yet written to the registry's audit log.
+	Unrecorded []AnalysisRound `json:"unrecorded,omitempty"`
+	// Runs counts the runs before this one (continue-as-new).
+	Runs int `json:"runs,omitempty"`
+	// Signing is the release's trust and the nonces it took (signed.go).
+	Signing signingState `json:"signing"`
+}
+
+// bakeProgress is a bake in progress: the stage and canary step, the time baked,
+// and the stage's tally of verdicts.
+type bakeProgress struct {
+	Stage   Stage           `json:"stage,omitempty"`
+	Step    int             `json:"step,omitempty"`
+	Elapsed time.Duration   `json:"elapsed,omitempty"`
+	Tally   *analysis.Tally `json:"tally,omitempty"`
 }
 
 // judgedStage carries the sequential judges' states from one analysis to the next
 // within a stage (shadow, canary, watch).
 type judgedStage struct {
-	stage  Stage
-	since  time.Time
-	states map[string]analysis.JudgeState
+	Stage  Stage                          `json:"stage,omitempty"`
+	Since  time.Time                      `json:"since,omitzero"`
+	States map[string]analysis.JudgeState `json:"states,omitempty"`
 }
 
 // keep takes the judges' new states out of a round's measurements, which then go to
@@ -56,7 +95,10 @@ func (j *judgedStage) keep(ms []analysis.Measurement) []analysis.Measurement {
 	out := make([]analysis.Measurement, len(ms))
 	for i, m := range ms {
 		if m.State != nil {
-			j.states[m.Metric] = *m.State
+			if j.States == nil {
+				j.States = map[string]analysis.JudgeState{}
+			}
+			j.States[m.Metric] = *m.State
 		}
 		m.State = nil
 		out[i] = m
@@ -64,10 +106,17 @@ func (j *judgedStage) keep(ms []analysis.Measurement) []analysis.Measurement {
 	return out
 }
 
+// newRelease starts a release's state, or takes it over from the previous run.
 func newRelease(ctx workflow.Context, in ReleaseInput) *release {
+	if in.Carried != nil {
+		c := *in.Carried
+		c.Runs++
+		c.Status.Runs = c.Runs + 1
+		return &release{plan: in.Plan, input: in, limits: in.Limits, roundsAtStart: c.Status.Rounds, Carried: &c}
+	}
 	info := workflow.GetInfo(ctx)
 	now := workflow.Now(ctx)
-	return &release{plan: in.Plan, status: Status{
+	r := &release{plan: in.Plan, input: in, limits: in.Limits, Carried: &Carried{Status: Status{
 		ReleaseID:        info.WorkflowExecution.ID,
 		Model:            in.Plan.Model,
 		Candidate:        in.Plan.Candidate,
@@ -83,23 +132,30 @@ func newRelease(ctx workflow.Context, in ReleaseInput) *release {
 		Gates:            []Gate{},
 		Analyses:         []AnalysisRound{},
 		Decisions:        []Decision{},
-	}}
+		Runs:             1,
+	}}}
+	// Rule 9: the keys the release trusts, fixed now.
+	r.startSigning(ctx, in)
+	return r
 }
 
 // setHandlers registers the status query and the decisions, each as an update with
 // a validator and as a signal of the same name. A signal is checked by the same
 // validator when the workflow takes it; a refused one is recorded, not applied.
 func (r *release) setHandlers(ctx workflow.Context) error {
-	if err := workflow.SetQueryHandler(ctx, QueryStatus, func() (Status, error) { return r.status, nil }); err != nil {
+	if err := workflow.SetQueryHandler(ctx, QueryStatus, func() (Status, error) { return r.Status, nil }); err != nil {
 		return fmt.Errorf("set query handler: %w", err)
 	}
 	for _, kind := range Decisions {
 		err := workflow.SetUpdateHandlerWithOptions(ctx, kind,
 			func(ctx workflow.Context, req DecisionRequest) (Decision, error) {
-				return r.apply(ctx, kind, req, "update"), nil
+				return r.admit(ctx, kind, req, "update")
 			},
 			workflow.UpdateHandlerOptions{
-				Validator:   func(ctx workflow.Context, req DecisionRequest) error { return r.validate(kind, req) },
+				Validator: func(ctx workflow.Context, req DecisionRequest) error {
+					_, err := r.screen(ctx, kind, req, "update")
+					return err
+				},
 				Description: "decision: " + kind,
 			})
 		if err != nil {
@@ -114,13 +170,7 @@ func (r *release) setHandlers(ctx workflow.Context) error {
 			sel.AddReceive(workflow.GetSignalChannel(ctx, kind), func(c workflow.ReceiveChannel, _ bool) {
 				var req DecisionRequest
 				c.Receive(ctx, &req)
-				if err := r.validate(kind, req); err != nil {
-					r.status.Decisions = append(r.status.Decisions, Decision{Kind: kind, Who: req.Who, Comment: req.Comment, Source: req.Source,
-						Name: req.Name, Channel: "signal", At: workflow.Now(ctx), Refused: true, Reason: err.Error()})
-					r.touch(ctx)
-					return
-				}
-				r.apply(ctx, kind, req, "signal")
+				r.onSignal(ctx, kind, req)
 			})
 		}
 		for !done {
@@ -130,6 +180,16 @@ func (r *release) setHandlers(ctx workflow.Context) error {
 	return nil
 }
 
+// onSignal takes a decision sent as a signal: validated like the update, and
+// recorded as refused when the validator refuses it.
+func (r *release) onSignal(ctx workflow.Context, kind string, req DecisionRequest) {
+	if _, err := r.admit(ctx, kind, req, "signal"); err != nil {
+		r.Status.Decisions = append(r.Status.Decisions, Decision{Kind: kind, Who: req.Who, Comment: req.Comment, Source: req.Source,
+			Name: req.Name, Channel: "signal", At: workflow.Now(ctx), Refused: true, Reason: err.Error()})
+		r.touch(ctx)
+	}
+}
+
 // validate refuses a decision that the release cannot take now or from this person.
 // It only reads state.
 func (r *release) validate(kind string, req DecisionRequest) error {
@@ -137,7 +197,7 @@ func (r *release) validate(kind string, req DecisionRequest) error {
 	if who == "" {
 		return errors.New("who is empty: say who decides")
 	}
-	stage := r.status.Stage
+	stage := r.Status.Stage
 	if stage.Done() || stage == StageRollingBack {
 		return fmt.Errorf("the release has ended (stage %s)", stage)
 	}
@@ -153,7 +213,7 @@ func (r *release) validate(kind string, req DecisionRequest) error {
 		if ap.FourEyes && r.startedBy(who, req.Name) {
 			return fmt.Errorf("%s started this release and may not approve it (four eyes): another approver must", who)
 		}
-		for _, d := range r.approvals {
+		for _, d := range r.Approvals {
 			if d.Who == who {
 				return fmt.Errorf("%s has already approved: the release needs %d approvals from different approvers", who, ap.Needed())
 			}
@@ -176,11 +236,11 @@ func (r *release) validate(kind string, req DecisionRequest) error {
 		if stage != StageShadow && stage != StageCanary {
 			return fmt.Errorf("cannot pause at stage %s: only shadow and canary stages pause", stage)
 		}
-		if r.status.Paused {
+		if r.Status.Paused {
 			return errors.New("the release is already paused")
 		}
 	case Resume:
-		if !r.status.Paused {
+		if !r.Status.Paused {
 			return errors.New("the release is not paused")
 		}
 	default:
@@ -205,29 +265,31 @@ func approvers(ap plan.Approval) string {
 
 // startedBy reports whether the decider (by ID or display name) started the release.
 func (r *release) startedBy(who, name string) bool {
-	by := strings.TrimSpace(r.status.StartedBy)
+	by := strings.TrimSpace(r.Status.StartedBy)
 	return by != "" && (strings.EqualFold(by, who) || strings.EqualFold(by, strings.TrimSpace(name)))
 }
 
 // apply records and applies a validated decision.
 func (r *release) apply(ctx workflow.Context, kind string, req DecisionRequest, channel string) Decision {
-	d := Decision{Kind: kind, Who: strings.TrimSpace(req.Who), Comment: req.Comment, Source: req.Source, Name: req.Name, Channel: channel, At: workflow.Now(ctx)}
+	d := Decision{Kind: kind, Who: strings.TrimSpace(req.Who), Comment: req.Comment, Source: req.Source, Name: req.Name, Channel: channel, At: workflow.Now(ctx), Attribution: req.attribution}
 	if kind == Approve {
-		d.Remaining = r.plan.Approval.Needed() - len(r.approvals) - 1
+		d.Remaining = r.plan.Approval.Needed() - len(r.Approvals) - 1
 	}
-	r.status.Decisions = append(r.status.Decisions, d)
+	r.Status.Decisions = append(r.Status.Decisions, d)
 	switch kind {
 	case Approve:
-		r.approvals = append(r.approvals, d)
+		r.Approvals = append(r.Approvals, d)
 		if d.Remaining <= 0 {
-			r.approved = &d
+			r.Approved = &d
 		}
 	case Reject, Abort:
-		r.interrupt = &d
+		r.Interrupt = &d
 	case Pause:
-		r.status.Paused = true
+		r.Status.Paused = true
+		r.Status.PausedUntil = workflow.Now(ctx).Add(r.plan.Pause.LimitOrDefault())
 	case Resume:
-		r.status.Paused = false
+		r.Status.Paused = false
+		r.Status.PausedUntil = time.Time{}
 	}
 	r.touch(ctx)
 	return d
@@ -235,10 +297,10 @@ func (r *release) apply(ctx workflow.Context, kind string, req DecisionRequest, 
 
 // check turns a rejection or an abort into the verdict that ends the release.
 func (r *release) check() error {
-	if r.interrupt == nil {
+	if r.Interrupt == nil {
 		return nil
 	}
-	d := r.interrupt
+	d := r.Interrupt
 	verb := "rejected"
 	if d.Kind == Abort {
 		verb = "aborted"
@@ -247,7 +309,7 @@ func (r *release) check() error {
 }
 
 func (r *release) setStage(ctx workflow.Context, s Stage) {
-	r.status.Stage = s
+	r.Status.Stage = s
 	r.upsert(ctx, StageKey.ValueSet(string(s)), ModelKey.ValueSet(r.plan.Model))
 	r.touch(ctx)
 }
@@ -262,6 +324,6 @@ func (r *release) upsert(ctx workflow.Context, updates ...temporal.SearchAttribu
 
 // touch stamps the status and refreshes the Web UI's current details.
 func (r *release) touch(ctx workflow.Context) {
-	r.status.UpdatedAt = workflow.Now(ctx)
-	workflow.SetCurrentDetails(ctx, r.status.Markdown())
+	r.Status.UpdatedAt = workflow.Now(ctx)
+	workflow.SetCurrentDetails(ctx, r.Status.Markdown())
 }

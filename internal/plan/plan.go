@@ -68,6 +68,25 @@ type Plan struct {
 	Analysis      Analysis      `yaml:"analysis" json:"analysis"`
 	Approval      Approval      `yaml:"approval" json:"approval"`
 	PostPromotion PostPromotion `yaml:"postPromotion" json:"postPromotion"`
+	Pause         Pause         `yaml:"pause" json:"pause"`
+}
+
+// Pause bounds how long a paused release may stay paused.
+type Pause struct {
+	// Limit is how long a pause lasts before the release rolls back unless resumed.
+	// Default 24h.
+	Limit Duration `yaml:"limit" json:"limit,omitempty"`
+}
+
+// DefaultPauseLimit is the pause limit of a plan that names none.
+const DefaultPauseLimit = 24 * time.Hour
+
+// LimitOrDefault is Limit, default 24h.
+func (p Pause) LimitOrDefault() time.Duration {
+	if p.Limit <= 0 {
+		return DefaultPauseLimit
+	}
+	return p.Limit.D()
 }
 
 // Staging validates the candidate on an evaluation set before it sees any traffic.
@@ -278,6 +297,15 @@ type Approval struct {
 	FourEyes bool `yaml:"fourEyes" json:"fourEyes,omitempty"`
 	// Quorum is how many distinct approvers must approve before promotion. Zero means 1.
 	Quorum int `yaml:"quorum" json:"quorum,omitempty"`
+	// AllowedSigners is an allowed-signers file (ssh-keygen's format, as git's
+	// gpg.ssh.allowedSignersFile; relative to the plan's folder) naming the keys whose
+	// signed decisions the release trusts, beside the worker's MLRELEASE_ALLOWED_SIGNERS.
+	// The starter reads it into the release, which keeps it as it was at the start.
+	AllowedSigners string `yaml:"allowedSigners" json:"allowedSigners,omitempty"`
+	// Unsigned takes decisions on the name the caller types, with no signature: anyone
+	// who reaches Temporal can then decide as anyone. Status, Slack and the registry
+	// label such a release; a worker with allowed signers of its own ignores it.
+	Unsigned bool `yaml:"unsigned" json:"unsigned,omitempty"`
 }
 
 // Needed is how many distinct approvals promotion waits for.
@@ -359,6 +387,9 @@ func (p *Plan) Default() {
 	}
 	if p.Analysis.Interval == 0 {
 		p.Analysis.Interval = Duration(time.Minute)
+	}
+	if p.Pause.Limit == 0 {
+		p.Pause.Limit = Duration(DefaultPauseLimit)
 	}
 	if len(p.Canary.Steps) == 0 {
 		p.Canary.Steps = []Step{{Weight: 10, Bake: Duration(5 * time.Minute)}, {Weight: 50, Bake: Duration(5 * time.Minute)}}
@@ -452,6 +483,10 @@ func (p *Plan) Validate() error {
 		bad("staging.maxP99LatencyIncrease", "%v must not be negative", s.MaxP99LatencyIncrease)
 	}
 
+	if p.Pause.Limit < 0 {
+		bad("pause.limit", "%s must not be negative", p.Pause.Limit)
+	}
+
 	if p.Shadow.Share < 0 || p.Shadow.Share > 100 {
 		bad("shadow.share", "%d is outside 0..100", p.Shadow.Share)
 	}
@@ -515,6 +550,9 @@ func (p *Plan) Validate() error {
 		if strings.TrimSpace(g) == "" {
 			bad(fmt.Sprintf("approval.approverGroups[%d]", i), "is empty")
 		}
+	}
+	if a.Unsigned && a.AllowedSigners != "" {
+		bad("approval.unsigned", "true conflicts with approval.allowedSigners %q: a release either checks signatures or takes typed names", a.AllowedSigners)
 	}
 	switch {
 	case a.Quorum < 0:
