@@ -14,7 +14,7 @@ MLRELEASE_MLFLOW_VENV ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/mlrelease/venv-m
 export MLRELEASE_MLFLOW_VENV
 PYTHON ?= python3
 
-.PHONY: run test build temporal prometheus mlflow bench bench-gateway vet clean
+.PHONY: run test build temporal prometheus mlflow kube-apiserver bench bench-gateway vet clean
 
 ## run: the local stack (Temporal dev server + Web UI, Prometheus, gateway, demo models,
 ## load, worker) and a release of the demo model; Ctrl-C stops it all.
@@ -22,7 +22,7 @@ run: build temporal prometheus
 	$(BIN)/localstack
 
 ## test: every test, including the end-to-end release on the real dev server and Prometheus.
-test: temporal prometheus mlflow
+test: temporal prometheus mlflow kube-apiserver
 	$(GO) vet ./...
 	$(GO) test -p 2 -count=1 -timeout 30m ./...
 
@@ -48,6 +48,22 @@ prometheus:
 			"macOS: brew install prometheus) or put its binary in bin/prometheus, then run make again." >&2; \
 		exit 1; \
 	fi
+
+## kube-apiserver: a real Kubernetes API server for the Kubernetes deployer tests:
+## kube-apiserver built once from k8s.io/kubernetes (tools/kubeapiserver, its own module)
+## into bin/ (about 3 to 10 minutes on 2 cores), on Debian's etcd-server.
+KUBERNETES_VERSION := $(shell awk '/^require k8s.io\/kubernetes /{print $$3}' tools/kubeapiserver/go.mod)
+kube-apiserver:
+	@if ! command -v etcd >/dev/null; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "installing etcd from Debian's packages"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends etcd-server >/dev/null; \
+		else echo "the Kubernetes tests need etcd 3.4+ (Debian/Ubuntu: sudo apt-get install etcd-server)" >&2; exit 1; fi; \
+	fi
+	@if [ -x $(BIN)/kube-apiserver ] && [ "$$(cat $(BIN)/.kube-apiserver-version 2>/dev/null)" = $(KUBERNETES_VERSION) ]; then exit 0; fi; \
+	echo "building kube-apiserver $(KUBERNETES_VERSION) into bin/ (once; several minutes)"; \
+	cd tools/kubeapiserver && $(GO) build -o $(BIN)/kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver && \
+	echo $(KUBERNETES_VERSION) > $(BIN)/.kube-apiserver-version
 
 ## mlflow: MLflow and scikit-learn (examples/mlflow/requirements.txt, pinned) in a cached
 ## virtual environment; once per machine (about 2 minutes), then nothing.

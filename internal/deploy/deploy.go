@@ -30,6 +30,8 @@ type Backend struct {
 
 // Traffic is the desired routing of one model.
 type Traffic struct {
+	// Target is the data plane that routes it; nil means the worker's gateway.
+	Target   *Target `json:"target,omitempty"`
 	Model    string  `json:"model"`
 	Champion Backend `json:"champion"`
 	// Candidate is nil when only the champion serves.

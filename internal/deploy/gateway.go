@@ -42,6 +42,7 @@ func (g *Gateway) Apply(ctx context.Context, t Traffic) (Applied, error) {
 	if err := t.Validate(); err != nil {
 		return Applied{}, fmt.Errorf("apply traffic for %q: %w", t.Model, err)
 	}
+	t.Target = nil // the gateway is the target; its API takes the routes alone
 	body, err := json.Marshal(t)
 	if err != nil {
 		return Applied{}, fmt.Errorf("apply traffic for %q: %w", t.Model, err)
