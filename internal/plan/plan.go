@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/mlrelease/mlrelease/internal/deploy"
 )
 
 // Judge kinds a metric may name.
@@ -69,6 +71,18 @@ type Plan struct {
 	Approval      Approval      `yaml:"approval" json:"approval"`
 	PostPromotion PostPromotion `yaml:"postPromotion" json:"postPromotion"`
 	Pause         Pause         `yaml:"pause" json:"pause"`
+	// Deploy is the data plane the release drives: the worker's gateway by default, or
+	// a Kubernetes HTTPRoute or KServe InferenceService.
+	Deploy deploy.Target `yaml:"deploy" json:"deploy,omitzero"`
+}
+
+// Target is the release's data plane for deploy.Traffic: nil for the worker's gateway.
+func (p *Plan) Target() *deploy.Target {
+	if p.Deploy.IsGateway() {
+		return nil
+	}
+	t := p.Deploy
+	return &t
 }
 
 // Pause bounds how long a paused release may stay paused.
@@ -489,6 +503,12 @@ func (p *Plan) Validate() error {
 
 	if p.Shadow.Share < 0 || p.Shadow.Share > 100 {
 		bad("shadow.share", "%d is outside 0..100", p.Shadow.Share)
+	}
+	for _, problem := range p.Deploy.Problems("deploy") {
+		errs = append(errs, errors.New(problem))
+	}
+	if p.Deploy.Kind == deploy.KindInferenceService && p.Shadow.Share > 0 {
+		bad("shadow.share", "%d: deploy.kind %s cannot mirror traffic (KServe has no mirror); set it to 0 or route through an httproute", p.Shadow.Share, p.Deploy.Kind)
 	}
 	if p.Shadow.Share > 0 && p.Shadow.Duration <= 0 {
 		bad("shadow.duration", "%s must be positive when shadow.share is %d", p.Shadow.Duration, p.Shadow.Share)
