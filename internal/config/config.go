@@ -28,6 +28,9 @@ type Gateway struct {
 	// ShadowTimeout bounds one mirrored call; ShadowQueue is how many copies may wait.
 	ShadowTimeout time.Duration `envconfig:"GATEWAY_SHADOW_TIMEOUT" default:"2s"`
 	ShadowQueue   int           `envconfig:"GATEWAY_SHADOW_QUEUE" default:"256"`
+	// ShadowMaxBytes bounds the memory of the shadow copies queued or in flight
+	// (bodies and headers); a copy that would go over is dropped and counted.
+	ShadowMaxBytes int64 `envconfig:"GATEWAY_SHADOW_MAX_BYTES" default:"67108864"`
 	// FeedbackTTL is how long a served prediction waits for its label; FeedbackCapacity
 	// is the most predictions kept for that.
 	FeedbackTTL      time.Duration `envconfig:"GATEWAY_FEEDBACK_TTL" default:"1h"`
@@ -48,7 +51,11 @@ type Worker struct {
 	// GatewayURL is the gateway's base URL; the deployer drives its admin API.
 	GatewayURL        string `envconfig:"GATEWAY_URL" default:"http://127.0.0.1:8080"`
 	GatewayAdminToken string `envconfig:"GATEWAY_ADMIN_TOKEN"`
-	PrometheusURL     string `envconfig:"PROMETHEUS_URL" default:"http://127.0.0.1:9090"`
+	// Kubeconfig is the kubeconfig file of the cluster whose HTTPRoutes and
+	// InferenceServices plans name (deploy.kind); empty inside a cluster uses the pod's
+	// service account, and elsewhere leaves Kubernetes targets off.
+	Kubeconfig    string `envconfig:"KUBECONFIG"`
+	PrometheusURL string `envconfig:"PROMETHEUS_URL" default:"http://127.0.0.1:9090"`
 	// Listen serves the worker's /metrics (and later the Slack endpoint).
 	Listen string `envconfig:"WORKER_LISTEN" default:"127.0.0.1:8090"`
 	// WebUIURL is where release links in notifications point.

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -54,9 +55,15 @@ func Run(ctx context.Context, cfg config.Worker, opts client.Options, logger *sl
 	if err != nil {
 		return err
 	}
+	deployer := deploy.Targets{Gateway: deploy.NewGateway(cfg.GatewayURL, cfg.GatewayAdminToken, nil)}
+	if cfg.Kubeconfig != "" || os.Getenv("KUBERNETES_SERVICE_HOST") != "" {
+		if deployer.Kube, err = deploy.NewKubeClient(cfg.Kubeconfig); err != nil {
+			return err
+		}
+	}
 	acts := &activities.Activities{
 		Registry: reg,
-		Deployer: deploy.NewGateway(cfg.GatewayURL, cfg.GatewayAdminToken, nil),
+		Deployer: deployer,
 		Metrics:  prom,
 		Scoring:  &scoring.Client{HTTP: &http.Client{Timeout: 30 * time.Second}},
 		Notifier: notifier(cfg, logger),
