@@ -23,6 +23,9 @@ import (
 	"github.com/mlrelease/mlrelease/internal/gateway"
 )
 
+// defaultMemoryLimit is the gateway's soft memory limit when GOMEMLIMIT is not set.
+const defaultMemoryLimit = 512 << 20
+
 func main() {
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	if err := run(log); err != nil {
@@ -36,6 +39,13 @@ func run(log *slog.Logger) error {
 		// A proxy's live heap is small and its garbage is per request: collecting at 4x
 		// the live heap rather than 2x halves the GC's share of CPU for a few MB.
 		debug.SetGCPercent(400)
+	}
+	if os.Getenv("GOMEMLIMIT") == "" {
+		// GOGC=400 lets a heap of buffered bodies grow to 5x before a collection; a
+		// soft limit makes the collector work harder instead once the process nears
+		// it. The shadow queue's own bound (MLRELEASE_GATEWAY_SHADOW_MAX_BYTES) keeps
+		// the live heap well below it; set GOMEMLIMIT to change it.
+		debug.SetMemoryLimit(defaultMemoryLimit)
 	}
 	var cfg config.Gateway
 	if err := config.Load(&cfg); err != nil {
@@ -51,8 +61,9 @@ func run(log *slog.Logger) error {
 		Logger:           log,
 		StateFile:        cfg.StateFile,
 		RoutingKeyHeader: cfg.RoutingKeyHeader,
-		Shadow:           gateway.ShadowOptions{Timeout: cfg.ShadowTimeout, QueueSize: cfg.ShadowQueue},
-		Feedback:         gateway.FeedbackOptions{TTL: cfg.FeedbackTTL, Capacity: cfg.FeedbackCapacity},
+		Shadow: gateway.ShadowOptions{Timeout: cfg.ShadowTimeout, QueueSize: cfg.ShadowQueue,
+			MaxQueuedBytes: cfg.ShadowMaxBytes},
+		Feedback: gateway.FeedbackOptions{TTL: cfg.FeedbackTTL, Capacity: cfg.FeedbackCapacity},
 	})
 	if err != nil {
 		return err
@@ -61,6 +72,7 @@ func run(log *slog.Logger) error {
 	srv := &http.Server{
 		Handler:           gw.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
+		MaxHeaderBytes:    64 << 10,
 		ReadTimeout:       time.Minute,
 		// Longer than the upstream's one-minute response-header timeout, so a slow model
 		// gets a 502 from the gateway rather than a cut connection.
@@ -73,7 +85,8 @@ func run(log *slog.Logger) error {
 		return fmt.Errorf("listen on %s (MLRELEASE_GATEWAY_LISTEN): %w", cfg.Listen, err)
 	}
 	log.Info("gateway listening", "addr", ln.Addr().String(), "admin_token_set", cfg.AdminToken != "",
-		"state_file", cfg.StateFile, "routing_key_header", cfg.RoutingKeyHeader)
+		"state_file", cfg.StateFile, "routing_key_header", cfg.RoutingKeyHeader,
+		"shadow_max_bytes", cfg.ShadowMaxBytes, "memory_limit", debug.SetMemoryLimit(-1))
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

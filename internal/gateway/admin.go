@@ -8,8 +8,12 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net"
 	"net/http"
+	"net/url"
+	"os"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/mlrelease/mlrelease/internal/deploy"
@@ -56,16 +60,18 @@ func (g *Gateway) getModel(w http.ResponseWriter, r *http.Request) {
 
 func (g *Gateway) putModel(w http.ResponseWriter, r *http.Request) {
 	model := r.PathValue("model")
-	var t deploy.Traffic
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxAdminBody))
-	// A field this gateway does not know is a routing wish it cannot honour.
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&t); err != nil {
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("%s: body is not a traffic object: %v", deploy.ErrInvalid, err))
+	if err := validModelName("model in the path", model); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("%s: body has data after the traffic object", deploy.ErrInvalid))
+	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxAdminBody))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("%s: body not read: %v", deploy.ErrInvalid, err))
+		return
+	}
+	var t deploy.Traffic
+	if err := decodeStrict(raw, &t); err != nil {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("%s: body is not a traffic object: %v", deploy.ErrInvalid, err))
 		return
 	}
 	switch t.Model {
@@ -75,6 +81,12 @@ func (g *Gateway) putModel(w http.ResponseWriter, r *http.Request) {
 	default:
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("%s: model %q in the body does not match %q in the path", deploy.ErrInvalid, t.Model, model))
 		return
+	}
+	if local, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
+		if err := notSelf(t, local); err != nil {
+			writeError(w, http.StatusBadRequest, err.Error())
+			return
+		}
 	}
 	applied, err := g.apply(t)
 	switch {
@@ -87,6 +99,124 @@ func (g *Gateway) putModel(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, applied)
+}
+
+// deleteModel removes a model's route: its requests get 404 from then on.
+func (g *Gateway) deleteModel(w http.ResponseWriter, r *http.Request) {
+	model := r.PathValue("model")
+	removed, err := g.remove(model)
+	switch {
+	case err != nil:
+		g.log.Error("route not deleted", "model", model, "err", err)
+		writeError(w, http.StatusInternalServerError, fmt.Sprintf("route not deleted, routes unchanged: %v", err))
+	case !removed:
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no routes for model %q", model))
+	default:
+		writeJSON(w, http.StatusOK, map[string]string{"deleted": model})
+	}
+}
+
+// remove unpublishes model's route, after saving the table without it.
+func (g *Gateway) remove(model string) (bool, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	old := *g.routes.Load()
+	if old[model] == nil {
+		return false, nil
+	}
+	next := maps.Clone(old)
+	delete(next, model)
+	if g.stateFile != "" {
+		if err := saveState(g.stateFile, next); err != nil {
+			return false, err
+		}
+	}
+	g.routes.Store(&next)
+	g.metrics.candidateWeight.DeleteLabelValues(model)
+	g.log.Info("route deleted", "model", model)
+	return true, nil
+}
+
+// maxModelNameLen bounds a model name, which becomes a metric label and a path segment.
+const maxModelNameLen = 128
+
+// validModelName accepts 1 to 128 of A-Z a-z 0-9 . _ - starting with a letter or digit:
+// a name is a path segment, a metric label value and a log field.
+func validModelName(field, name string) error {
+	bad := len(name) == 0 || len(name) > maxModelNameLen
+	for i := 0; i < len(name) && !bad; i++ {
+		switch c := name[i]; {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case (c == '.' || c == '_' || c == '-') && i > 0:
+		default:
+			bad = true
+		}
+	}
+	if !bad {
+		return nil
+	}
+	shown := name
+	if len(shown) > 64 {
+		shown = shown[:64] + "..."
+	}
+	return fmt.Errorf("%w: %s %q (%d bytes) is not a model name: use 1 to %d of A-Z, a-z, 0-9, '.', '_' and '-', starting with a letter or digit",
+		deploy.ErrInvalid, field, shown, len(name), maxModelNameLen)
+}
+
+// notSelf refuses traffic whose champion or candidate URL is this gateway's own
+// address (local, the address the admin request came in on): each request would come
+// back to the gateway, and again, until descriptors run out. A name the gateway
+// cannot tell is itself is still caught per request by the Via header (508).
+func notSelf(t deploy.Traffic, local net.Addr) error {
+	check := func(variant, raw string) error {
+		if pointsAt(raw, local) {
+			return fmt.Errorf("%w: %s url %q points at this gateway (%s): the route would loop", deploy.ErrInvalid, variant, raw, local)
+		}
+		return nil
+	}
+	if err := check("champion", t.Champion.URL); err != nil || t.Candidate == nil {
+		return err
+	}
+	return check("candidate", t.Candidate.URL)
+}
+
+func pointsAt(raw string, local net.Addr) bool {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return false // the route's own validation says why
+	}
+	tcp, ok := local.(*net.TCPAddr)
+	if !ok {
+		return false
+	}
+	port := u.Port()
+	if port == "" {
+		port = map[string]string{"http": "80", "https": "443"}[u.Scheme]
+	}
+	if port != strconv.Itoa(tcp.Port) {
+		return false
+	}
+	host := u.Hostname()
+	if strings.EqualFold(host, "localhost") || strings.EqualFold(strings.TrimSuffix(host, "."), "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	if ip == nil {
+		if name, err := os.Hostname(); err == nil && strings.EqualFold(host, name) {
+			return true
+		}
+		return false
+	}
+	if ip.IsLoopback() || ip.IsUnspecified() || ip.Equal(tcp.IP) {
+		return true
+	}
+	addrs, _ := net.InterfaceAddrs()
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && n.IP.Equal(ip) {
+			return true
+		}
+	}
+	return false
 }
 
 // apply publishes t as the model's route, after saving it to the state file when there

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httputil"
 	"sync"
@@ -48,10 +49,8 @@ type Options struct {
 	Gatherer prometheus.Gatherer
 	// Logger defaults to discarding everything.
 	Logger *slog.Logger
-	// Transport, when set, reaches the model servers. When nil, the gateway's own
-	// HTTP/1.1 client (one keep-alive pool per model server, each call on the
-	// handler's goroutine) reaches plain-http model servers, and a tuned clone of
-	// http.DefaultTransport https ones (and requests that ask for a protocol upgrade).
+	// Transport, when set, reaches the model servers (primary and shadow calls). When
+	// nil, NewTransport's is used.
 	Transport http.RoundTripper
 	Shadow    ShadowOptions
 	Feedback  FeedbackOptions
@@ -69,7 +68,8 @@ type Options struct {
 }
 
 // ShadowOptions bound the work the shadow mirror may do, so that a slow or dead
-// candidate costs at most QueueSize buffered bodies and Workers goroutines.
+// candidate costs at most MaxQueuedBytes of buffered copies (QueueSize of them at
+// most), Workers goroutines and Workers answers of MaxBodyBytes.
 type ShadowOptions struct {
 	// Timeout bounds one mirrored call, response body included. Default 2s.
 	Timeout time.Duration
@@ -77,8 +77,13 @@ type ShadowOptions struct {
 	QueueSize int
 	// Workers is the number of goroutines sending copies. Default 8.
 	Workers int
-	// MaxBodyBytes is the largest request body that is mirrored. Default 1 MiB.
+	// MaxBodyBytes is the largest request body that is mirrored (and the most of a
+	// shadow answer read). Default 1 MiB.
 	MaxBodyBytes int64
+	// MaxQueuedBytes bounds the memory of the copies waiting or being sent: bodies and
+	// headers, counted from the moment a copy is queued until its call has ended. A
+	// copy that would go over is dropped (and counted as dropped). Default 64 MiB.
+	MaxQueuedBytes int64
 }
 
 func (o *ShadowOptions) setDefaults() {
@@ -93,6 +98,9 @@ func (o *ShadowOptions) setDefaults() {
 	}
 	if o.MaxBodyBytes <= 0 {
 		o.MaxBodyBytes = 1 << 20
+	}
+	if o.MaxQueuedBytes <= 0 {
+		o.MaxQueuedBytes = 64 << 20
 	}
 }
 
@@ -116,12 +124,12 @@ type Gateway struct {
 	tolerance        float64
 	idPrefix         string
 	idCounter        atomic.Uint64
-	feedback         *feedbackStore
-	draining         atomic.Bool
+	// via is this gateway's entry in the Via header of the requests it sends; seeing
+	// it on a request it receives means a route leads back to itself.
+	via      string
+	feedback *feedbackStore
+	draining atomic.Bool
 
-	// client reaches plain-http model servers unless Options.Transport was set; proxy
-	// reaches the others.
-	client  *upstreamClient
 	proxy   *httputil.ReverseProxy
 	shadow  *mirror
 	handler http.Handler
@@ -143,10 +151,8 @@ func New(opts Options) (*Gateway, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	var client *upstreamClient
 	if opts.Transport == nil {
-		opts.Transport = defaultTransport()
-		client = newUpstreamClient()
+		opts.Transport = NewTransport()
 	}
 	opts.Shadow.setDefaults()
 	opts.Feedback.setDefaults()
@@ -163,6 +169,7 @@ func New(opts Options) (*Gateway, error) {
 	}
 	routes := table{}
 	if opts.StateFile != "" {
+		removeStaleSaves(opts.StateFile, opts.Logger)
 		if routes, err = loadState(opts.StateFile, m); err != nil {
 			return nil, err
 		}
@@ -177,8 +184,8 @@ func New(opts Options) (*Gateway, error) {
 		routingKeyHeader: http.CanonicalHeaderKey(opts.RoutingKeyHeader),
 		tolerance:        opts.AgreementTolerance,
 		idPrefix:         hex.EncodeToString(prefix[:]) + "-",
+		via:              "1.1 mlrelease-" + hex.EncodeToString(prefix[:]),
 		feedback:         newFeedbackStore(opts.Feedback, opts.Now),
-		client:           client,
 	}
 	if opts.AdminToken != "" {
 		sum := sha256.Sum256([]byte("Bearer " + opts.AdminToken))
@@ -192,7 +199,7 @@ func New(opts Options) (*Gateway, error) {
 		g.log.Info("routes restored", "file", opts.StateFile, "models", len(routes))
 	}
 	g.proxy = g.newProxy(opts.Transport)
-	g.shadow = newMirror(opts.Shadow, opts.Transport, client, m, opts.Logger)
+	g.shadow = newMirror(opts.Shadow, opts.Transport, m, opts.Logger)
 	g.handler = g.newHandler()
 	return g, nil
 }
@@ -209,11 +216,7 @@ func (g *Gateway) Drain() { g.draining.Store(true) }
 // first it abandons the calls still in flight. Call it after http.Server.Shutdown.
 func (g *Gateway) Shutdown(ctx context.Context) error {
 	g.Drain()
-	err := g.shadow.shutdown(ctx)
-	if g.client != nil {
-		g.client.closeIdle()
-	}
-	return err
+	return g.shadow.shutdown(ctx)
 }
 
 func (g *Gateway) newHandler() http.Handler {
@@ -223,6 +226,7 @@ func (g *Gateway) newHandler() http.Handler {
 	mux.Handle("GET /admin/v1/models", g.authorized(http.HandlerFunc(g.listModels)))
 	mux.Handle("GET /admin/v1/models/{model}", g.authorized(http.HandlerFunc(g.getModel)))
 	mux.Handle("PUT /admin/v1/models/{model}", g.authorized(http.HandlerFunc(g.putModel)))
+	mux.Handle("DELETE /admin/v1/models/{model}", g.authorized(http.HandlerFunc(g.deleteModel)))
 	mux.HandleFunc("POST /feedback", g.postFeedback)
 
 	mux.Handle("GET /metrics", promhttp.HandlerFor(g.gatherer, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(g.log.Handler(), slog.LevelError)}))
@@ -239,6 +243,12 @@ func (g *Gateway) newHandler() http.Handler {
 		writeJSON(w, http.StatusOK, map[string]any{"status": "ready", "models": len(*g.routes.Load())})
 	})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Before any routing: a path that climbs out of its prefix once decoded
+		// (%2e%2e) would reach other endpoints of a model server.
+		if seg, ok := dotSegment(r); ok {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("path segment %q is not allowed: it decodes to a dot segment or holds an encoded slash", seg))
+			return
+		}
 		if model, rest, ok := modelPath(r); ok {
 			g.serveModelPath(w, r, model, rest)
 			return
@@ -247,14 +257,45 @@ func (g *Gateway) newHandler() http.Handler {
 	})
 }
 
-func defaultTransport() http.RoundTripper {
-	t := http.DefaultTransport.(*http.Transport).Clone()
-	// The default of 2 idle connections per host makes a busy gateway open a new
-	// connection to the model server for almost every request.
-	t.MaxIdleConns = 1024
-	t.MaxIdleConnsPerHost = 256
-	// A model server that accepts a request and never answers must not hold the
-	// client and a goroutine forever.
-	t.ResponseHeaderTimeout = time.Minute
-	return t
+// Bounds of NewTransport.
+const (
+	// MaxResponseHeaderBytes bounds an answer's headers (1xx answers' included); a
+	// model server going over gets its caller a 502. nginx's default is 4-8 KiB.
+	MaxResponseHeaderBytes = 64 << 10
+	// UpstreamIdleTimeout closes idle connections to model servers before uvicorn
+	// (5 s, the commonest model server's default) does, so a request is not sent on a
+	// connection its server is about to close.
+	UpstreamIdleTimeout = 4 * time.Second
+	// UpstreamHeaderTimeout bounds the wait for an answer's headers once the request
+	// is sent: a model server that accepts a request and never answers must not hold
+	// a client and a goroutine forever.
+	UpstreamHeaderTimeout = time.Minute
+)
+
+// NewTransport is the gateway's default Transport to model servers: net/http's, which
+// drops a connection with unsolicited bytes, retries only what is safe to retry and
+// speaks HTTP/2 to https servers that offer it, tuned for a proxy.
+func NewTransport() *http.Transport {
+	return &http.Transport{
+		// Model servers are reached directly: an HTTP_PROXY meant for the outside world
+		// must not capture them.
+		Proxy: nil,
+		DialContext: (&net.Dialer{
+			Timeout:   10 * time.Second,
+			KeepAlive: 30 * time.Second,
+		}).DialContext,
+		ForceAttemptHTTP2:   true,
+		TLSHandshakeTimeout: 10 * time.Second,
+		// The default of 2 idle connections per host makes a busy gateway open a new
+		// connection to the model server for almost every request.
+		MaxIdleConns:           1024,
+		MaxIdleConnsPerHost:    256,
+		IdleConnTimeout:        UpstreamIdleTimeout,
+		ResponseHeaderTimeout:  UpstreamHeaderTimeout,
+		ExpectContinueTimeout:  time.Second,
+		MaxResponseHeaderBytes: MaxResponseHeaderBytes,
+		// A proxy passes answers through as they come: the Transport must not ask for
+		// gzip on the client's behalf and unpack it.
+		DisableCompression: true,
+	}
 }

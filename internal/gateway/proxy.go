@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"net/textproto"
 	"net/url"
 	"strconv"
 	"strings"
@@ -39,30 +41,44 @@ type call struct {
 	answer *capture
 }
 
+// errSwitchedUnasked is a model server's 101 to a request that asked for no upgrade:
+// forwarded, it would leave the client waiting on a protocol it never chose.
+var errSwitchedUnasked = errors.New("the model server switched protocols on a request that asked for no upgrade")
+
 func (g *Gateway) newProxy(transport http.RoundTripper) *httputil.ReverseProxy {
 	return &httputil.ReverseProxy{
-		Transport: transport,
+		Transport:  transport,
+		BufferPool: copyBuffers{},
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			c := pr.In.Context().Value(callKey{}).(*call)
 			pr.Out.URL = c.upstream
 			pr.Out.Host = "" // the model server's own host, not the gateway's
 			if c.body != nil {
 				// A body in memory goes out in the same write as the headers, and without
-				// the 32 KiB copy buffer a streamed body costs per request.
+				// the copy buffer a streamed body costs per request.
 				pr.Out.Body = io.NopCloser(bytes.NewReader(c.body))
 				pr.Out.ContentLength = int64(len(c.body))
 			}
+			// Rewrite already dropped the client's own X-Forwarded-*, Forwarded and the
+			// hop-by-hop headers (those its Connection header lists included).
 			pr.SetXForwarded()
-			pr.Out.Header.Set(RequestIDHeader, c.requestID)
+			h := pr.Out.Header
+			delete(h, ShadowHeader) // only the gateway marks a request as a shadow copy
+			h[RequestIDHeader] = []string{c.requestID}
+			h["Via"] = append(h["Via"], g.via)
 		},
 		ModifyResponse: func(resp *http.Response) error {
 			c := resp.Request.Context().Value(callKey{}).(*call)
+			if resp.StatusCode == http.StatusSwitchingProtocols && resp.Request.Header.Get("Upgrade") == "" {
+				return errSwitchedUnasked
+			}
 			c.code = resp.StatusCode
 			// Set on the upstream's headers, so a model server cannot add its own values.
-			resp.Header.Set(VariantHeader, c.variant)
-			resp.Header.Set(VersionHeader, c.version)
-			resp.Header.Set(RequestIDHeader, c.requestID)
-			if resp.StatusCode >= 200 && resp.StatusCode < 300 && resp.Header.Get("Content-Encoding") == "" {
+			h := resp.Header
+			h[VariantHeader] = c.metrics.variantValue
+			h[VersionHeader] = c.metrics.versionValue
+			h[RequestIDHeader] = []string{c.requestID}
+			if resp.StatusCode >= 200 && resp.StatusCode < 300 && h["Content-Encoding"] == nil {
 				c.answer = newCapture(resp.Body)
 				resp.Body = c.answer
 			}
@@ -71,6 +87,20 @@ func (g *Gateway) newProxy(transport http.RoundTripper) *httputil.ReverseProxy {
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			g.upstreamFailed(w, r, r.Context().Value(callKey{}).(*call), err)
 		},
+		ErrorLog: slog.NewLogLogger(g.log.Handler(), slog.LevelDebug),
+	}
+}
+
+// copyBuffers lends ReverseProxy its copy buffers, which it would otherwise allocate
+// (32 KiB) per request.
+type copyBuffers struct{}
+
+var copyBufferPool = sync.Pool{New: func() any { return new([32 << 10]byte) }}
+
+func (copyBuffers) Get() []byte { return copyBufferPool.Get().(*[32 << 10]byte)[:] }
+func (copyBuffers) Put(b []byte) {
+	if len(b) == 32<<10 {
+		copyBufferPool.Put((*[32 << 10]byte)(b))
 	}
 }
 
@@ -81,7 +111,10 @@ func (g *Gateway) upstreamFailed(w http.ResponseWriter, r *http.Request, c *call
 		return
 	}
 	c.code = upstreamErrorCode(err)
-	c.answer = nil // a body cut off midway is not a prediction
+	if c.answer != nil {
+		c.answer.release()
+		c.answer = nil // a body cut off midway is not a prediction
+	}
 	h := w.Header()
 	h.Set(VariantHeader, c.variant)
 	h.Set(VersionHeader, c.version)
@@ -131,6 +164,12 @@ func modelPath(r *http.Request) (model, rest string, ok bool) {
 
 func (g *Gateway) serveModelPath(w http.ResponseWriter, r *http.Request, model, rest string) {
 	requestID := g.requestID(r)
+	if via := r.Header["Via"]; via != nil && hasToken(via, g.via) {
+		// A route leads back to this gateway: answering stops the loop at one lap.
+		w.Header().Set(RequestIDHeader, requestID)
+		writeError(w, http.StatusLoopDetected, fmt.Sprintf("model %q routes back to this gateway", model))
+		return
+	}
 	rt := (*g.routes.Load())[model]
 	if rt == nil {
 		w.Header().Set(RequestIDHeader, requestID)
@@ -167,14 +206,10 @@ func (g *Gateway) serveModelPath(w http.ResponseWriter, r *http.Request, model, 
 	}
 
 	func() {
-		// Deferred: forward and ReverseProxy panic with http.ErrAbortHandler when the
-		// answer breaks off midway, and that request still counts.
+		// Deferred: ReverseProxy panics with http.ErrAbortHandler when the answer breaks
+		// off midway, and that request still counts.
 		defer func() { c.metrics.observe(modePrimary, c.code, time.Since(start)) }()
-		if g.client != nil && c.upstream.Scheme == "http" && r.Header["Upgrade"] == nil {
-			g.forward(w, r, c)
-		} else {
-			g.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callKey{}, c)))
-		}
+		g.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callKey{}, c)))
 	}()
 	if c.answer == nil {
 		cmp.report(false, nil)
@@ -273,4 +308,47 @@ func (c *capture) release() {
 		capturePool.Put(c.buf)
 	}
 	c.buf = nil
+}
+
+// hasToken says whether a comma-separated header's values list token (any case).
+func hasToken(values []string, token string) bool {
+	for _, v := range values {
+		for part := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(textproto.TrimString(part), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// dotSegment returns the first segment of r's path that decodes to "." or "..", or
+// whose escapes hide a "/" or "\": a model server (or a proxy behind it) that decodes
+// the path would climb out of the model's prefix. ok is false for a clean path.
+func dotSegment(r *http.Request) (seg string, ok bool) {
+	// RawPath is set only when the path holds escapes other than the default ones.
+	p, escaped := r.URL.RawPath, true
+	if p == "" {
+		p, escaped = r.URL.Path, false
+		// The commonest path has no dot segment at all: one scan decides.
+		if !strings.Contains(p, "/.") {
+			return "", false
+		}
+	}
+	for s := range strings.SplitSeq(p, "/") {
+		d := s
+		if escaped && strings.IndexByte(s, '%') >= 0 {
+			var err error
+			if d, err = url.PathUnescape(s); err != nil {
+				return s, true
+			}
+			if strings.ContainsAny(d, `/\`) {
+				return s, true
+			}
+		}
+		if d == "." || d == ".." {
+			return s, true
+		}
+	}
+	return "", false
 }

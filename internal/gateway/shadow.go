@@ -5,9 +5,12 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mlrelease/mlrelease/internal/deploy"
@@ -16,10 +19,12 @@ import (
 // shadowCopy is one request to replay against the candidate. It owns its body and
 // headers: the original request is gone by the time a worker sends it.
 type shadowCopy struct {
-	method  string
-	target  *url.URL
-	header  http.Header
-	body    []byte
+	method string
+	target *url.URL
+	header http.Header
+	body   []byte
+	// cost is what the copy holds against ShadowOptions.MaxQueuedBytes until sent.
+	cost    int64
 	metrics *variantMetrics // the candidate's
 	cmp     *comparison
 }
@@ -68,10 +73,10 @@ func (c *comparison) report(shadow bool, preds []Prediction) {
 type mirror struct {
 	opts      ShadowOptions
 	transport http.RoundTripper
-	// client, when not nil, sends the copies to plain-http candidates.
-	client  *upstreamClient
-	metrics *metrics
-	log     *slog.Logger
+	metrics   *metrics
+	log       *slog.Logger
+	// held is the bytes of the copies queued or in flight, within opts.MaxQueuedBytes.
+	held atomic.Int64
 
 	// mu guards closed against offers racing with shutdown closing the queue.
 	mu      sync.RWMutex
@@ -83,10 +88,10 @@ type mirror struct {
 	cancel context.CancelFunc
 }
 
-func newMirror(opts ShadowOptions, transport http.RoundTripper, client *upstreamClient, m *metrics, log *slog.Logger) *mirror {
+func newMirror(opts ShadowOptions, transport http.RoundTripper, m *metrics, log *slog.Logger) *mirror {
 	ctx, cancel := context.WithCancel(context.Background())
 	mr := &mirror{
-		opts: opts, transport: transport, client: client, metrics: m, log: log,
+		opts: opts, transport: transport, metrics: m, log: log,
 		queue: make(chan shadowCopy, opts.QueueSize),
 		ctx:   ctx, cancel: cancel,
 	}
@@ -94,6 +99,7 @@ func newMirror(opts ShadowOptions, transport http.RoundTripper, client *upstream
 		mr.workers.Go(func() {
 			for c := range mr.queue {
 				mr.send(c)
+				mr.held.Add(-c.cost)
 			}
 		})
 	}
@@ -106,7 +112,7 @@ func newMirror(opts ShadowOptions, transport http.RoundTripper, client *upstream
 // bytes, so the primary sees the request unchanged.
 func (g *Gateway) mirror(r *http.Request, body []byte, rt *route, rest, requestID string) *comparison {
 	model := rt.applied.Model
-	if q := g.shadow.queue; len(q) == cap(q) {
+	if q := g.shadow.queue; len(q) == cap(q) || g.shadow.held.Load()+max(r.ContentLength, 0) > g.shadow.opts.MaxQueuedBytes {
 		// Full (a slow candidate): drop before copying anything, so the primary pays
 		// nothing for a copy that would be dropped anyway.
 		g.metrics.shadowDropped.WithLabelValues(model).Inc()
@@ -131,14 +137,10 @@ func (g *Gateway) mirror(r *http.Request, body []byte, rt *route, rest, requestI
 		cmp:     &comparison{tol: g.tolerance, metrics: vm},
 		method:  r.Method,
 		target:  upstreamURL(rt.targets[deploy.Candidate], rest, r.URL.RawQuery),
-		header:  r.Header.Clone(),
+		header:  g.shadowHeader(r, requestID),
 		body:    body,
 	}
-	for _, h := range hopHeaders {
-		c.header.Del(h)
-	}
-	c.header.Set(ShadowHeader, "true")
-	c.header.Set(RequestIDHeader, requestID)
+	c.cost = shadowOverhead + int64(len(body)) + headerBytes(c.header)
 	if !g.shadow.offer(c) {
 		g.metrics.shadowDropped.WithLabelValues(model).Inc()
 		return nil
@@ -146,23 +148,72 @@ func (g *Gateway) mirror(r *http.Request, body []byte, rt *route, rest, requestI
 	return c.cmp
 }
 
-// hopHeaders belong to one connection and must not be replayed on another.
-var hopHeaders = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
-	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
+// shadowOverhead is what a queued copy costs beside its body and headers: the copy,
+// its comparison, URL and the request the worker builds.
+const shadowOverhead = 1 << 10
 
-// offer queues c unless the queue is full or the mirror is shut down.
+// shadowHeader is the header of r's copy: the client's end-to-end headers, without the
+// hop-by-hop ones (those r's Connection lists included) or the client's own
+// Forwarded and X-Forwarded-*, which the gateway sets from the real peer as for the
+// primary.
+func (g *Gateway) shadowHeader(r *http.Request, requestID string) http.Header {
+	h := make(http.Header, len(r.Header)+4)
+	connection := r.Header["Connection"]
+	for k, vv := range r.Header {
+		switch k {
+		case "Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization",
+			"Te", "Trailer", "Transfer-Encoding", "Upgrade",
+			"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", ShadowHeader:
+			continue
+		}
+		if connection != nil && hasToken(connection, k) {
+			continue
+		}
+		h[k] = slices.Clone(vv)
+	}
+	if ip, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		h["X-Forwarded-For"] = []string{ip}
+	}
+	proto := "http"
+	if r.TLS != nil {
+		proto = "https"
+	}
+	h["X-Forwarded-Host"] = []string{r.Host}
+	h["X-Forwarded-Proto"] = []string{proto}
+	h[ShadowHeader] = []string{"true"}
+	h[RequestIDHeader] = []string{requestID}
+	h["Via"] = append(h["Via"], g.via)
+	return h
+}
+
+func headerBytes(h http.Header) int64 {
+	n := 0
+	for k, vv := range h {
+		for _, v := range vv {
+			n += len(k) + len(v) + 4
+		}
+	}
+	return int64(n)
+}
+
+// offer queues c unless the queue is full, its bytes would go over the budget, or the
+// mirror is shut down.
 func (m *mirror) offer(c shadowCopy) bool {
+	if m.held.Add(c.cost) > m.opts.MaxQueuedBytes {
+		m.held.Add(-c.cost)
+		return false
+	}
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	if m.closed {
-		return false
+	if !m.closed {
+		select {
+		case m.queue <- c:
+			return true
+		default:
+		}
 	}
-	select {
-	case m.queue <- c:
-		return true
-	default:
-		return false
-	}
+	m.held.Add(-c.cost)
+	return false
 }
 
 func (m *mirror) send(c shadowCopy) {
@@ -198,22 +249,14 @@ func (m *mirror) send(c shadowCopy) {
 	c.cmp.report(true, preds)
 }
 
-// roundTrip sends c by the gateway's client to a plain-http candidate, else by the
-// transport. Like the primary, a shadow does not follow redirects.
+// roundTrip sends c. Like the primary, a shadow does not follow redirects.
 func (m *mirror) roundTrip(ctx context.Context, c shadowCopy) (*http.Response, error) {
-	if m.client != nil && c.target.Scheme == "http" {
-		return m.client.roundTrip(ctx, &upstreamRequest{
-			method: c.method,
-			uri:    c.target.RequestURI(),
-			host:   c.target.Host,
-			addr:   upstreamAddr(c.target.Host, c.target.Port()),
-			header: c.header,
-			body:   c.body,
-		})
-	}
 	req, err := http.NewRequestWithContext(ctx, c.method, c.target.String(), bytes.NewReader(c.body))
 	if err != nil {
 		return nil, err
+	}
+	if len(c.body) == 0 && c.method != http.MethodPost && c.method != http.MethodPut && c.method != http.MethodPatch {
+		req.Body, req.ContentLength = http.NoBody, 0
 	}
 	req.Header = c.header
 	return m.transport.RoundTrip(req)

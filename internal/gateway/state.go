@@ -1,11 +1,11 @@
 package gateway
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 
@@ -30,9 +30,7 @@ func loadState(path string, m *metrics) (table, error) {
 		return nil, fmt.Errorf("read gateway state %s: %w", path, err)
 	}
 	var st savedState
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&st); err != nil {
+	if err := decodeStrict(raw, &st); err != nil {
 		return nil, fmt.Errorf("gateway state %s does not parse (fix or remove it; the release re-applies its traffic): %w", path, err)
 	}
 	t := table{}
@@ -88,4 +86,17 @@ func saveState(path string, t table) error {
 		_ = d.Close()
 	}
 	return nil
+}
+
+// removeStaleSaves deletes the temporary files saveState leaves when the process dies
+// between creating one and renaming it: they are never read, and would pile up.
+func removeStaleSaves(path string, log *slog.Logger) {
+	stale, _ := filepath.Glob(filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp"))
+	for _, f := range stale {
+		if err := os.Remove(f); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			log.Warn("stale gateway state save not removed", "file", f, "err", err)
+			continue
+		}
+		log.Info("stale gateway state save removed", "file", f)
+	}
 }

@@ -1,0 +1,183 @@
+package gateway
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/mlrelease/mlrelease/internal/deploy"
+)
+
+// Through the gateway: hop-by-hop headers stay on their side in both directions, the
+// client's X-Forwarded-* are replaced, and the gateway's headers win over the model
+// server's.
+func TestForwardHeaders(t *testing.T) {
+	seen := make(chan http.Header, 1)
+	model := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := r.Header.Clone()
+		h.Set("Host", r.Host)
+		seen <- h
+		w.Header().Set("Connection", "X-Private")
+		w.Header().Set("X-Private", "hop")
+		w.Header().Set("Keep-Alive", "timeout=5")
+		w.Header().Set(VariantHeader, "forged")
+		w.Header().Set("X-Model", "kept")
+		io.WriteString(w, `{"predictions":[1]}`)
+	}))
+	t.Cleanup(model.Close)
+	g, srv := newTestGateway(t, Options{})
+	_, err := g.apply(deploy.Traffic{Model: "iris", Champion: deploy.Backend{Version: "1", URL: model.URL}})
+	require.NoError(t, err)
+
+	req, err := http.NewRequest("POST", srv.URL+"/models/iris/invocations", strings.NewReader("{}"))
+	require.NoError(t, err)
+	req.Header.Set("Connection", "X-Secret")
+	req.Header.Set("X-Secret", "hop")
+	req.Header.Set("Proxy-Authorization", "Basic x")
+	req.Header.Set("X-Forwarded-For", "6.6.6.6")
+	req.Header.Set("Forwarded", "for=6.6.6.6")
+	req.Header.Set("X-Client", "kept")
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	assert.Equal(t, `{"predictions":[1]}`, string(body))
+
+	up := <-seen
+	assert.Equal(t, "kept", up.Get("X-Client"))
+	assert.Empty(t, up.Get("X-Secret"))
+	assert.Empty(t, up.Get("Proxy-Authorization"))
+	assert.Empty(t, up.Get("Forwarded"))
+	assert.Equal(t, "127.0.0.1", up.Get("X-Forwarded-For"))
+	assert.Equal(t, strings.TrimPrefix(srv.URL, "http://"), up.Get("X-Forwarded-Host"))
+	assert.Equal(t, "http", up.Get("X-Forwarded-Proto"))
+	assert.Equal(t, strings.TrimPrefix(model.URL, "http://"), up.Get("Host"))
+	assert.NotEmpty(t, up.Get(RequestIDHeader))
+	assert.Equal(t, "2", up.Get("Content-Length"))
+
+	assert.Equal(t, "kept", resp.Header.Get("X-Model"))
+	assert.Empty(t, resp.Header.Get("X-Private"))
+	assert.Empty(t, resp.Header.Get("Keep-Alive"))
+	assert.Equal(t, []string{deploy.Champion}, resp.Header.Values(VariantHeader))
+	assert.Equal(t, 1.0, g.requestsCounted("iris", "champion", "1", "primary", "200"))
+}
+
+// An answer of unknown length reaches the client piece by piece, and a request body of
+// unknown length over the buffering cap reaches the model server whole.
+func TestForwardStreams(t *testing.T) {
+	next := make(chan struct{})
+	model := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "got %d;", len(b))
+		w.(http.Flusher).Flush()
+		<-next
+		io.WriteString(w, "done")
+	}))
+	t.Cleanup(model.Close)
+	g, srv := newTestGateway(t, Options{Shadow: ShadowOptions{MaxBodyBytes: 16}})
+	_, err := g.apply(deploy.Traffic{Model: "iris", Champion: deploy.Backend{Version: "1", URL: model.URL}})
+	require.NoError(t, err)
+
+	body := strings.Repeat("z", 1000)
+	req, err := http.NewRequest("POST", srv.URL+"/models/iris/invocations", io.MultiReader(strings.NewReader(body)))
+	require.NoError(t, err)
+	req.ContentLength = -1 // unknown: sent chunked
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	first := make([]byte, len("got 1000;"))
+	_, err = io.ReadFull(resp.Body, first)
+	require.NoError(t, err)
+	assert.Equal(t, "got 1000;", string(first), "the first piece arrives before the model server ends")
+	close(next)
+	rest, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	assert.Equal(t, "done", string(rest))
+}
+
+// A model server that breaks off its answer aborts the client's response, and the cut
+// answer is not scored.
+func TestForwardBrokenAnswer(t *testing.T) {
+	up := rawUpstream(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		if req, _ := readReq(br); req != nil {
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"predictions\":")
+		}
+	})
+	g2, srv := newTestGateway(t, Options{})
+	_, err := g2.apply(deploy.Traffic{Model: "iris", Champion: deploy.Backend{Version: "1", URL: up}})
+	require.NoError(t, err)
+	// The client sees the answer cut off, or none at all when the gateway had not yet
+	// flushed the headers: never a complete one.
+	resp, err := http.Post(srv.URL+"/models/iris/invocations", "application/json", strings.NewReader("{}"))
+	if err == nil {
+		_, err = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		assert.ErrorIs(t, err, io.ErrUnexpectedEOF)
+	}
+	assert.Error(t, err)
+	srv.Close() // waits for the handler
+	assert.Equal(t, 1.0, g2.requestsCounted("iris", "champion", "1", "primary", "200"))
+	assert.Equal(t, uint64(0), scoreCount(t, g2, "champion", "1", "primary"))
+}
+
+// modelPath reads what the ServeMux's pattern would, and leaves to the mux every path
+// it would clean, redirect or unescape.
+func TestModelPathMatchesServeMux(t *testing.T) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/models/{model}/{rest...}", func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, r.PathValue("model")+"|"+r.PathValue("rest"))
+	})
+	for _, target := range []string{
+		"/models/iris/invocations", "/models/iris/", "/models/iris/v2/models/x/infer?a=b", "/models/a.b-c_d/x/y/z",
+		"/models/iris", "/models/", "/models//x", "/models/iris//x", "/models/./x", "/models/../x", "/models/iris/./x",
+		"/models/iris/../x", "/models/iris/x/..", "/models/iris/x/.", "/models/ir%2Fis/x", "/models/ir%20is/x%3Fy",
+		"/models/%2e%2e/x", "/modelsx/iris/x", "/models/iris/a%25b",
+	} {
+		req := httptest.NewRequest("POST", target, nil)
+		model, rest, ok := modelPath(req)
+		if !ok {
+			continue
+		}
+		rec := httptest.NewRecorder()
+		mux.ServeHTTP(rec, req)
+		require.Equal(t, http.StatusOK, rec.Code, target)
+		assert.Equal(t, rec.Body.String(), model+"|"+rest, target)
+	}
+	for _, target := range []string{"/models/iris/invocations", "/models/iris/", "/models/a.b/c%20d"} {
+		_, _, ok := modelPath(httptest.NewRequest("GET", target, nil))
+		assert.True(t, ok, target)
+	}
+	for _, target := range []string{"/models/iris", "/models//x", "/models/iris/../x", "/models/ir%2Fis/x"} {
+		_, _, ok := modelPath(httptest.NewRequest("GET", target, nil))
+		assert.False(t, ok, target)
+	}
+}
+
+// A model server's trailers reach the client after the answer.
+func TestForwardTrailers(t *testing.T) {
+	model := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Trailer", "X-Checksum")
+		io.WriteString(w, `{"predictions":[1]}`)
+		w.Header().Set("X-Checksum", "abc")
+	}))
+	t.Cleanup(model.Close)
+	g, srv := newTestGateway(t, Options{})
+	_, err := g.apply(deploy.Traffic{Model: "iris", Champion: deploy.Backend{Version: "1", URL: model.URL}})
+	require.NoError(t, err)
+	resp, err := http.Post(srv.URL+"/models/iris/invocations", "application/json", strings.NewReader("{}"))
+	require.NoError(t, err)
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, `{"predictions":[1]}`, string(body))
+	assert.Equal(t, "abc", resp.Trailer.Get("X-Checksum"))
+	assert.Equal(t, uint64(1), scoreCount(t, g, "champion", "1", "primary"))
+}
