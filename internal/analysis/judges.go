@@ -343,13 +343,18 @@ func judgeDrift(m plan.Metric, st *JudgeState, ev *Evidence) (Verdict, string) {
 		return noData(m, fmt.Sprintf("no data: candidate %.0f and champion %.0f observations since the stage started", n, nb))
 	}
 	bounds := unionBounds(tc, tb)
-	pc, pb := tc.bins(bounds), tb.bins(bounds)
+	pc, pb := mergeSparse(tc.bins(bounds), tb.bins(bounds), n)
+	// Half an observation added to every bucket (Jeffreys): a bucket that chance
+	// left empty on one side weighs its chance, not a log of a floor.
+	for i := range pc {
+		pc[i], pb[i] = pc[i]+0.5, pb[i]+0.5
+	}
 	psi, js := PSI(pc, pb), JensenShannon(pc, pb)
 	ev.Value, ev.PSI, ev.JS = &psi, &psi, &js
 	need := DriftMinimum(m, occupied(pc, pb), nb)
 	ev.MinSamples = int(math.Min(need, math.MaxInt32))
-	what := fmt.Sprintf("PSI %.3g (max %.3g), Jensen-Shannon %.3g (max %.3g) on %.0f candidate and %.0f champion observations",
-		psi, m.PSILimit(), js, m.JSLimit(), n, nb)
+	what := fmt.Sprintf("PSI %.3g (max %.3g), Jensen-Shannon %.3g (max %.3g) on %.0f candidate and %.0f champion observations in %d buckets",
+		psi, m.PSILimit(), js, m.JSLimit(), n, nb, len(pc))
 	switch {
 	case psi > m.PSILimit() || js > m.JSLimit():
 		if n < need {
@@ -375,8 +380,12 @@ func judgeDrift(m plan.Metric, st *JudgeState, ev *Evidence) (Verdict, string) {
 // 8 ln 2. The minimum solves (1/nc + 1/nb) q <= limit for q the chi-square's 1-alpha/2
 // quantile: half the alpha for the first look at the minimum, half for the later
 // looks, where the sample grows and the divergence of an A/A pair shrinks as 1/n.
-// It grows with k (about 2 q / limit for nb >> nc: 241 at 20 buckets, PSI limit 0.25,
-// alpha 0.05), and is +Inf while the champion's sample alone is too small.
+// It grows with k (q / limit for nb >> nc: 132 at 20 buckets, PSI limit 0.25, alpha
+// 0.05; twice that for nb = nc), and is +Inf while the champion's sample alone is too
+// small. Buckets are merged first so that each expects 5 candidate observations, and
+// the divergences take half an observation more in every bucket (mergeSparse,
+// judgeDrift): TestDriftAAAtTheMinimum measures 2.0-2.6% false failures at alpha
+// 5%, 0.1-0.6% at 1%, on 20 buckets.
 func DriftMinimum(m plan.Metric, k int, nb float64) float64 {
 	need := float64(m.MinSampleSize())
 	if k < 2 {
@@ -391,6 +400,38 @@ func DriftMinimum(m plan.Metric, k int, nb float64) float64 {
 		need = math.Max(need, math.Ceil(q/room))
 	}
 	return need
+}
+
+// mergeSparse merges neighbouring buckets until each holds at least 5 of the n
+// candidate observations the champion's shares predict, the rest into the last:
+// PSI's chi-square law (and DriftMinimum) needs no nearly empty buckets, where one
+// stray observation weighs like a shift. Merging only lowers a divergence, so a
+// shift that crosses a limit on merged buckets crosses it on the raw ones too.
+func mergeSparse(candidate, champion []float64, n float64) ([]float64, []float64) {
+	var nb float64
+	for _, c := range champion {
+		nb += c
+	}
+	if nb == 0 {
+		return candidate, champion
+	}
+	var pc, pb []float64
+	var accC, accB float64
+	for i := range champion {
+		accC, accB = accC+candidate[i], accB+champion[i]
+		if accB/nb*n >= 5 {
+			pc, pb = append(pc, accC), append(pb, accB)
+			accC, accB = 0, 0
+		}
+	}
+	switch {
+	case len(pc) == 0:
+		pc, pb = []float64{accC}, []float64{accB}
+	case accC > 0 || accB > 0:
+		pc[len(pc)-1] += accC
+		pb[len(pb)-1] += accB
+	}
+	return pc, pb
 }
 
 // occupied counts the buckets that hold an observation of either arm.
