@@ -39,3 +39,13 @@ func TestDeployTargetRejects(t *testing.T) {
 		})
 	}
 }
+
+// The Kubernetes example plans load and validate.
+func TestKubernetesExamplePlans(t *testing.T) {
+	for file, kind := range map[string]string{"gateway-api.yaml": deploy.KindHTTPRoute, "kserve.yaml": deploy.KindInferenceService} {
+		p, err := plan.Load("../../examples/plans/" + file)
+		require.NoError(t, err, file)
+		require.NotNil(t, p.Target(), file)
+		assert.Equal(t, kind, p.Target().Kind, file)
+	}
+}
