@@ -59,18 +59,20 @@ type command struct {
 var commands = map[string]command{}
 
 // order is how help lists the commands.
-var order = []string{"start", "status", "watch", "list", "approve", "reject", "pause", "resume", "abort", "register"}
+var order = []string{"start", "status", "watch", "list", "approve", "reject", "pause", "resume", "abort", "sign", "register", "evidence"}
 
 func init() {
-	commands["start"] = command{"-f plan.yaml [--version V] [--as WHO]", "check the plan and the registry, then start the release", (*app).start}
+	commands["start"] = command{"-f plan.yaml [--version V] [--as WHO] [--key FILE | --unsigned]", "check the plan and the registry, then start the release", (*app).start}
 	commands["status"] = command{"MODEL [-o text|json]", "where the model's release is, with its gates, analyses and decisions", (*app).status}
 	commands["watch"] = command{"MODEL [--every 2s]", "follow the release until it ends (exit 0 promoted, 3 rolled back)", (*app).watch}
 	commands["list"] = command{"[MODEL]", "releases, newest first", (*app).list}
-	commands["approve"] = command{"MODEL [--comment C] [--as WHO] [--signal]", "approve the release awaiting approval", decide("approve")}
-	commands["reject"] = command{"MODEL --comment C [--as WHO] [--signal]", "reject the release: it rolls back", decide("reject")}
-	commands["pause"] = command{"MODEL [--comment C] [--as WHO] [--signal]", "hold the shadow or canary stage at its current traffic", decide("pause")}
-	commands["resume"] = command{"MODEL [--comment C] [--as WHO] [--signal]", "resume a paused release", decide("resume")}
-	commands["abort"] = command{"MODEL --comment C [--as WHO] [--signal]", "abort the release at any stage: it rolls back", decide("abort")}
+	commands["approve"] = command{"MODEL [--comment C] [--as WHO] [--key FILE | --unsigned] [--signal]", "approve the release awaiting approval", decide("approve")}
+	commands["reject"] = command{"MODEL --comment C [--as WHO] [--key FILE | --unsigned] [--signal]", "reject the release: it rolls back", decide("reject")}
+	commands["pause"] = command{"MODEL [--comment C] [--as WHO] [--key FILE | --unsigned] [--signal]", "hold the shadow or canary stage at its current traffic", decide("pause")}
+	commands["resume"] = command{"MODEL [--comment C] [--as WHO] [--key FILE | --unsigned] [--signal]", "resume a paused release", decide("resume")}
+	commands["abort"] = command{"MODEL --comment C [--as WHO] [--key FILE | --unsigned] [--signal]", "abort the release at any stage: it rolls back", decide("abort")}
+	commands["sign"] = command{"DECISION MODEL [--comment C] [--as WHO] [--key FILE] [--ttl 10m] [--release RUN]",
+		"print a signed decision: the --input of `temporal workflow update execute`, or the Web UI's Send an Update", (*app).sign}
 	commands["register"] = command{"MODEL VERSION --endpoint URL [--alias champion] [--meta k=v ...]", "add a version to the local registry", (*app).register}
 }
 
@@ -78,7 +80,9 @@ const usageFooter = `Temporal connection: TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, 
 other TEMPORAL_* settings, as for the Temporal CLI.
 mlrelease settings: MLRELEASE_TASK_QUEUE, MLRELEASE_REGISTRY_PATH, MLRELEASE_WEB_UI_URL.
 Decisions are updates (they wait for the release to accept or refuse them); --signal
-sends a signal instead, which needs no running worker. Identity defaults to your OS user.
+sends a signal instead, which needs no running worker. Decisions and starts are signed
+with your SSH key (--key FILE, MLRELEASE_SIGNING_KEY, or the one key in ssh-agent) as
+--as NAME (default: your OS user), the name the release's allowed signers give your key.
 
 Exit codes: 0 ok (watch: promoted), 1 error, 2 usage, 3 watch: rolled back.
 `

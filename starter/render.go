@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"math"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -164,9 +165,10 @@ func statusText(st workflows.Status) string {
 		if r.Step > 0 {
 			fmt.Fprintf(&b, " step %d", r.Step)
 		}
+		total := max(st.Rounds, n) // releases from before Rounds count their analyses
 		rounds := "1 round"
-		if n > 1 {
-			rounds = strconv.Itoa(n) + " rounds"
+		if total > 1 {
+			rounds = strconv.Itoa(total) + " rounds"
 		}
 		fmt.Fprintf(&b, " at %d%%, %s (%s so far)\n", r.Weight, r.At.Local().Format(timeFormat), rounds)
 		for _, m := range r.Measurements {
@@ -180,6 +182,15 @@ func statusText(st workflows.Status) string {
 			b.WriteString("\n")
 		}
 	}
+	if len(st.Series) > 0 {
+		fmt.Fprintf(&b, "\nwhole release (every round: mlrelease evidence %s)\n", st.Model)
+		for _, s := range st.Series {
+			fmt.Fprintf(&b, "  %-24s %s\n", s.Metric, seriesText(s))
+		}
+	}
+	if st.Paused && !st.PausedUntil.IsZero() {
+		fmt.Fprintf(&b, "\npaused: rolls back at %s unless resumed\n", st.PausedUntil.Local().Format(timeFormat))
+	}
 	if len(st.Decisions) > 0 {
 		b.WriteString("\ndecisions\n")
 		for _, d := range st.Decisions {
@@ -190,6 +201,36 @@ func statusText(st workflows.Status) string {
 		b.WriteString("\n" + outcomeText(st) + "\n")
 	}
 	return b.String()
+}
+
+// seriesText draws a metric over the whole release: one mark a point, by its worst
+// verdict (. pass, h hold, e error, X fail), and the candidate's range.
+func seriesText(s workflows.MetricSeries) string {
+	var marks strings.Builder
+	lo, hi := math.Inf(1), math.Inf(-1)
+	for _, p := range s.Points {
+		switch p.Verdict {
+		case analysis.Pass:
+			marks.WriteByte('.')
+		case analysis.Fail:
+			marks.WriteByte('X')
+		case analysis.Error:
+			marks.WriteByte('e')
+		default:
+			marks.WriteByte('h')
+		}
+		if p.Candidate != nil {
+			lo, hi = min(lo, *p.Candidate), max(hi, *p.Candidate)
+		}
+	}
+	out := marks.String()
+	if lo <= hi {
+		out += fmt.Sprintf("  %s..%s", value(&lo), value(&hi))
+	}
+	if s.Every > 1 {
+		out += fmt.Sprintf("  (%d rounds a mark)", s.Every)
+	}
+	return out
 }
 
 func gateText(g analysis.Gate) string {

@@ -184,6 +184,9 @@ type Status struct {
 	FourEyes bool `json:"fourEyes,omitempty"`
 	// SigningStatus says how decisions are authenticated (signed.go).
 	SigningStatus
+	// Budget is the release's error budget: each statistical judge's share of the
+	// plan's analysis.alpha, and how much of it is spent.
+	Budget *analysis.Budget `json:"budget,omitempty"`
 	// Runs is how many workflow runs the release has taken (continue-as-new).
 	Runs int `json:"runs,omitempty"`
 }
@@ -198,10 +201,18 @@ type Result struct {
 // Markdown renders the status for the Web UI's current details.
 func (s Status) Markdown() string {
 	var b strings.Builder
+	// The outcome first: the Web UI cuts long details off.
+	if s.Outcome != "" {
+		b.WriteString("outcome: **" + s.Outcome + "**: " + s.Reason + "\n\n")
+	}
 	b.WriteString("**" + s.Model + "** candidate `" + s.Candidate + "` vs champion `" + s.Champion + "`\n\n")
 	b.WriteString("stage: **" + string(s.Stage) + "**")
 	if s.Paused {
-		b.WriteString(" (paused)")
+		b.WriteString(" (paused")
+		if !s.PausedUntil.IsZero() {
+			b.WriteString("; rolls back at " + s.PausedUntil.UTC().Format(time.RFC3339) + " unless resumed")
+		}
+		b.WriteString(")")
 	}
 	b.WriteString("\n\ncandidate traffic: " + strconv.Itoa(s.CandidateWeight) + "%, shadow: " + strconv.Itoa(s.ShadowShare) + "%")
 	if s.Step > 0 {
@@ -210,13 +221,11 @@ func (s Status) Markdown() string {
 	b.WriteString("\n")
 	if n := len(s.Analyses); n > 0 {
 		last := s.Analyses[n-1]
-		b.WriteString("\nlatest analysis (" + string(last.Stage) + "):\n")
+		b.WriteString("\nlatest analysis (" + string(last.Stage) + ", round " + strconv.Itoa(max(last.Round, s.Rounds)) + "):\n\n")
+		// One verdict a line.
 		for _, m := range last.Measurements {
 			b.WriteString("- " + m.Metric + ": **" + string(m.Verdict) + "** " + m.Message + "\n")
 		}
-	}
-	if s.Outcome != "" {
-		b.WriteString("\noutcome: **" + s.Outcome + "**: " + s.Reason + "\n")
 	}
 	return b.String()
 }

@@ -113,7 +113,7 @@ func (r *release) flushRounds(ctx workflow.Context, all bool) error {
 	}
 	for len(r.Unrecorded) >= AuditBatch || (all && len(r.Unrecorded) > 0) {
 		n := min(len(r.Unrecorded), AuditBatch)
-		events, err := auditEvents(r.Status.ReleaseID, r.Candidate.Version, r.Unrecorded[:n])
+		events, err := auditEvents(r.Status.ReleaseID, workflow.GetInfo(ctx).FirstRunID, r.Candidate.Version, r.Unrecorded[:n])
 		if err != nil {
 			return temporal.NewNonRetryableApplicationError("audit rounds", "Invalid", err)
 		}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -91,6 +90,9 @@ type longRun struct {
 	runActivities, runRounds []int
 	traffic                  []deploy.Traffic
 	runs                     int
+	// firstRun is the release's first run ID, in its audit keys (the test suite
+	// leaves it empty).
+	firstRun string
 }
 
 type timedDecision struct {
@@ -146,7 +148,7 @@ func (l *longRun) env(s *testsuite.WorkflowTestSuite, start time.Time) *testsuit
 			for _, e := range events {
 				var rd AnalysisRound
 				require.NoError(l.t, json.Unmarshal([]byte(e.Evidence["round"]), &rd))
-				require.Equal(l.t, fmt.Sprintf("%s/round/%d", WorkflowID("iris"), rd.Round), e.Key)
+				require.Equal(l.t, AuditKey(WorkflowID("iris"), l.firstRun, rd.Round), e.Key)
 				l.audited[rd.Round] = true
 			}
 			return nil

@@ -66,7 +66,7 @@ func ReleaseWorkflow(ctx workflow.Context, in ReleaseInput) (*Result, error) {
 	}
 	var verdict *verdictError
 	if err != nil && !errors.As(err, &verdict) {
-		return nil, err
+		return nil, r.failure(err)
 	}
 	return &Result{Outcome: r.Status.Outcome, Reason: r.Status.Reason, Status: r.Status}, nil
 }
@@ -220,7 +220,14 @@ func (r *release) canary(ctx workflow.Context) error {
 		if err := r.bake(ctx, StageCanary, i+1, step.Bake.D(), r.plan.Analysis.Metrics); err != nil {
 			return err
 		}
-		r.notify(ctx, fmt.Sprintf("canary step %d/%d at %d%% passed", i+1, len(r.plan.Canary.Steps), step.Weight), r.lastEvidence())
+		text := fmt.Sprintf("canary step %d/%d at %d%% passed", i+1, len(r.plan.Canary.Steps), step.Weight)
+		if r.bounded && i == len(r.plan.Canary.Steps)-1 {
+			// Posted before the approval request, so the thread's status line ends
+			// at "awaiting approval", not at this step.
+			r.notifyWait(ctx, text)
+			continue
+		}
+		r.notify(ctx, text, r.lastEvidence())
 	}
 	return nil
 }
@@ -290,7 +297,7 @@ func (r *release) promote(ctx workflow.Context) error {
 	}
 	// The candidate is the champion now: retire the old version's route.
 	ctx = r.compensating(ctx, "retire the old champion's route")
-	final := deploy.Traffic{Model: r.plan.Model, Champion: backend(r.Candidate)}
+	final := deploy.Traffic{Target: r.plan.Target(), Model: r.plan.Model, Champion: backend(r.Candidate)}
 	if err := workflow.ExecuteActivity(ctx, a.SetTraffic, final).Get(ctx, nil); err != nil {
 		return err
 	}
@@ -314,7 +321,7 @@ func (r *release) promote(ctx workflow.Context) error {
 // moveChampion sends every request to the candidate and moves the champion alias to it.
 func (r *release) moveChampion(ctx workflow.Context) error {
 	r.setStage(ctx, StagePromoting)
-	if err := r.traffic(ctx, 100, 0); err != nil {
+	if err := r.traffic(ctx, r.promotedWeight(ctx), 0); err != nil {
 		return err
 	}
 	r.AliasMoved = true // before the call, as with deployed
@@ -328,6 +335,21 @@ func (r *release) moveChampion(ctx workflow.Context) error {
 			Message: fmt.Sprintf("champion moved from %s to %s", r.Champion.Version, r.Candidate.Version)}})
 }
 
+// changeWatchHoldout: the old champion keeps the plan's holdout of live traffic
+// during the watch (postPromotion.holdout), so that the judges go on comparing both
+// versions in the same intervals.
+const changeWatchHoldout = "watch-holdout"
+
+// promotedWeight is the candidate's weight at promotion: 100 less the old champion's
+// holdout while a watch follows. It only rises from the last canary step
+// (plan validation).
+func (r *release) promotedWeight(ctx workflow.Context) int {
+	if r.plan.PostPromotion.Watch <= 0 || workflow.GetVersion(ctx, changeWatchHoldout, workflow.DefaultVersion, 1) < 1 {
+		return 100
+	}
+	return 100 - r.plan.HoldoutOrDefault()
+}
+
 // rollback restores the champion: candidate traffic 0, mirror off, the champion alias
 // where it was, the candidate marked rolled back with the reason. Each step is
 // idempotent and retried until it succeeds.
@@ -335,7 +357,7 @@ func (r *release) rollback(ctx workflow.Context, reason string) error {
 	r.Status.Outcome, r.Status.Reason = OutcomeRolledBack, reason
 	r.setStage(ctx, StageRollingBack)
 	if r.Deployed {
-		restore := deploy.Traffic{Model: r.plan.Model, Champion: backend(r.Champion)}
+		restore := deploy.Traffic{Target: r.plan.Target(), Model: r.plan.Model, Champion: backend(r.Champion)}
 		if err := workflow.ExecuteActivity(r.compensating(ctx, "restore the champion's traffic"), a.SetTraffic, restore).Get(ctx, nil); err != nil {
 			return err
 		}
@@ -372,8 +394,8 @@ func (r *release) bake(ctx workflow.Context, stage Stage, step int, d time.Durat
 	if b := r.Bake; b.Stage != stage || b.Step != step || b.Tally == nil {
 		// Sequential judges count from the stage's start: the whole canary, across its
 		// steps and their changing weights, is one test. The post-promotion watch goes
-		// on with the canary's test: at 100% the champion serves nothing, so the watch
-		// judges the candidate against the champion's rates counted during the canary.
+		// on with the canary's test: the old champion keeps the plan's holdout of live
+		// traffic, so the test goes on comparing both versions in the same intervals.
 		switch {
 		case stage == StageWatching && r.Judged.Stage == StageCanary:
 			r.Judged.Stage = stage
@@ -405,6 +427,10 @@ func (r *release) bake(ctx workflow.Context, stage Stage, step int, d time.Durat
 			return err
 		}
 		ms = r.Judged.keep(ms)
+		if r.Status.Budget == nil {
+			r.Status.Budget = analysis.NewBudget(&r.plan)
+		}
+		r.Status.Budget.Record(string(stage), ms)
 		r.addRound(AnalysisRound{Stage: stage, Step: step, Weight: r.Status.CandidateWeight, At: workflow.Now(ctx), Measurements: ms})
 		r.touch(ctx)
 		if reason := tally.Add(ms); reason != "" {
@@ -472,7 +498,7 @@ func (r *release) traffic(ctx workflow.Context, weight, shadow int) error {
 		return err
 	}
 	cand := backend(r.Candidate)
-	t := deploy.Traffic{Model: r.plan.Model, Champion: backend(r.Champion), Candidate: &cand, CandidateWeight: weight, ShadowShare: shadow}
+	t := deploy.Traffic{Target: r.plan.Target(), Model: r.plan.Model, Champion: backend(r.Champion), Candidate: &cand, CandidateWeight: weight, ShadowShare: shadow}
 	summary := fmt.Sprintf("set candidate traffic to %d%%, shadow %d%%", weight, shadow)
 	if err := workflow.ExecuteActivity(r.act(ctx, summary), a.SetTraffic, t).Get(ctx, nil); err != nil {
 		return err
@@ -767,6 +793,28 @@ type verdictError struct{ reason string }
 func (e *verdictError) Error() string { return e.reason }
 
 func fail(reason string) error { return &verdictError{reason: reason} }
+
+// ErrTypeReleaseFailed is the type of the error a release fails with after the
+// rollback a fault without a type of its own forced. Whatever its type, that error's
+// details hold the final Status.
+const ErrTypeReleaseFailed = "ReleaseFailed"
+
+// failure is the error a release ends with when a fault (not a verdict) forced its
+// rollback, or a cancellation: it carries the final status as details, so that the
+// status of every ended release tells the truth without a result.
+func (r *release) failure(err error) error {
+	if temporal.IsCanceledError(err) {
+		return temporal.NewCanceledError(r.Status)
+	}
+	// The fault's own type stays (QueryRejected, say) where it had one.
+	errType := ErrTypeReleaseFailed
+	var app *temporal.ApplicationError
+	if errors.As(err, &app) && app.Type() != "" {
+		errType = app.Type()
+	}
+	return temporal.NewApplicationErrorWithOptions(reasonOf(err), errType,
+		temporal.ApplicationErrorOptions{NonRetryable: true, Cause: err, Details: []any{r.Status}})
+}
 
 // reasonOf says, for the record, why a release that was not promoted rolled back.
 func reasonOf(err error) string {

@@ -773,7 +773,7 @@ func (s *releaseSuite) TestPauseHoldsTheBakeUntilResumed() {
 	s.Equal(1, paused.Step)
 	s.Equal(10, paused.CandidateWeight)
 	s.Equal([]int{0, 0, 10}, trafficWhilePaused, "a paused release does not advance")
-	s.Contains(paused.Markdown(), "(paused)")
+	s.Contains(paused.Markdown(), "(paused; rolls back at ")
 
 	res := s.result()
 	s.Equal(OutcomePromoted, res.Outcome)

@@ -28,6 +28,18 @@ const (
 	EventAnalysis = "analysis"
 )
 
+// Evidence keys of an EventAnalysis event: the round in JSON, and the release's
+// first run ID, which tells the releases of one model (one workflow ID) apart.
+const (
+	EvidenceRound    = "round"
+	EvidenceFirstRun = "firstRunId"
+)
+
+// AuditKey is the audit event key of a release's round.
+func AuditKey(releaseID, firstRunID string, round int) string {
+	return fmt.Sprintf("%s/%s/round/%d", releaseID, firstRunID, round)
+}
+
 // MetricSeries is one metric over the whole release, downsampled.
 type MetricSeries struct {
 	Metric string `json:"metric"`
@@ -123,9 +135,10 @@ func (r *release) addRound(round AnalysisRound) {
 }
 
 // auditEvents turns rounds into the registry events that keep them in full. The key
-// is the release and the round's number, so a retried or repeated write records
-// each round once, in whichever run it happens.
-func auditEvents(releaseID, version string, rounds []AnalysisRound) ([]registry.Event, error) {
+// is the release (its workflow ID and first run, the same in every run) and the
+// round's number, so a retried or repeated write records each round once, in
+// whichever run it happens.
+func auditEvents(releaseID, firstRunID, version string, rounds []AnalysisRound) ([]registry.Event, error) {
 	out := make([]registry.Event, 0, len(rounds))
 	for _, rd := range rounds {
 		b, err := json.Marshal(rd)
@@ -140,10 +153,10 @@ func auditEvents(releaseID, version string, rounds []AnalysisRound) ([]registry.
 			verdicts += m.Metric + " " + string(m.Verdict)
 		}
 		out = append(out, registry.Event{
-			Key:     fmt.Sprintf("%s/round/%d", releaseID, rd.Round),
+			Key:     AuditKey(releaseID, firstRunID, rd.Round),
 			Version: version, ReleaseID: releaseID, Kind: EventAnalysis, Actor: "mlrelease",
 			Message:  fmt.Sprintf("round %d, %s at %d%%: %s", rd.Round, rd.Stage, rd.Weight, verdicts),
-			Evidence: map[string]string{"round": string(b)},
+			Evidence: map[string]string{EvidenceRound: string(b), EvidenceFirstRun: firstRunID},
 			At:       rd.At,
 		})
 	}

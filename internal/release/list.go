@@ -7,6 +7,7 @@ import (
 	"time"
 
 	commonpb "go.temporal.io/api/common/v1"
+	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/converter"
@@ -50,6 +51,11 @@ func List(ctx context.Context, c client.Client, model string) ([]Release, error)
 			return nil, fmt.Errorf("list releases (%s): %w", query, err)
 		}
 		for _, e := range resp.GetExecutions() {
+			// A run that continued as new is not a release of its own: the release
+			// goes on in its latest run, which is listed.
+			if e.GetStatus() == enumspb.WORKFLOW_EXECUTION_STATUS_CONTINUED_AS_NEW {
+				continue
+			}
 			r := Release{
 				WorkflowID: e.GetExecution().GetWorkflowId(),
 				RunID:      e.GetExecution().GetRunId(),
@@ -66,6 +72,9 @@ func List(ctx context.Context, c client.Client, model string) ([]Release, error)
 			decode(fields, workflows.CandidateVersionKey.GetName(), &r.Candidate)
 			decode(fields, workflows.CanaryWeightKey.GetName(), &r.Weight)
 			r.Stage = workflows.Stage(stage)
+			if r.Stage == workflows.StageRolledBack {
+				r.Weight = 0 // releases from before the rollback zeroed the attribute
+			}
 			out = append(out, r)
 		}
 		if token = resp.GetNextPageToken(); len(token) == 0 {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	enumspb "go.temporal.io/api/enums/v1"
@@ -37,7 +38,9 @@ func fetch(ctx context.Context, c client.Client, model string) (workflows.Status
 		qctx, cancel := context.WithTimeout(ctx, WorkerTimeout)
 		defer cancel()
 		var st workflows.Status
-		v, err := c.QueryWorkflow(qctx, id, desc.WorkflowExecution.RunID, workflows.QueryStatus)
+		// No run ID: the query goes to the release's current run, which may have
+		// continued as new since the describe.
+		v, err := c.QueryWorkflow(qctx, id, "", workflows.QueryStatus)
 		if err == nil {
 			err = v.Get(&st)
 		}
@@ -60,11 +63,31 @@ func fetch(ctx context.Context, c client.Client, model string) (workflows.Status
 	if ctx.Err() != nil {
 		return workflows.Status{}, true, ctx.Err()
 	}
-	// Failed, cancelled, terminated or timed out: no result, so tell what the search
-	// attributes and the close event say.
+	// Failed or cancelled after the rollback: the error carries the final status.
+	if st, ok := failedStatus(runErr); ok {
+		st.Reason = strings.TrimSpace(st.Reason + " (" + endedReason(desc.Status, runErr) + ")")
+		return st, true, nil
+	}
+	// Terminated or timed out: no status, so tell what the search attributes and the
+	// close event say.
 	st := closedStatus(model, desc, runErr)
 	addInput(ctx, c, &st, desc.WorkflowExecution.RunID)
 	return st, true, nil
+}
+
+// failedStatus takes the final status from the error of a release that failed or was
+// cancelled (workflows.ReleaseWorkflow puts it in the error's details).
+func failedStatus(runErr error) (workflows.Status, bool) {
+	var st workflows.Status
+	var app *temporal.ApplicationError
+	if errors.As(runErr, &app) && app.HasDetails() && app.Details(&st) == nil && st.ReleaseID != "" {
+		return st, true
+	}
+	var ce *temporal.CanceledError
+	if errors.As(runErr, &ce) && ce.HasDetails() && ce.Details(&st) == nil && st.ReleaseID != "" {
+		return st, true
+	}
+	return st, false
 }
 
 // addInput fills in what the release's input says (who started it, the steps, the
@@ -112,6 +135,7 @@ func closedStatus(model string, desc *client.WorkflowExecutionDescription, runEr
 	}
 	if st.Stage == workflows.StageRolledBack {
 		st.Outcome = workflows.OutcomeRolledBack
+		st.CandidateWeight = 0 // the rollback's last step; older releases kept the canary weight
 	}
 	st.Reason = endedReason(desc.Status, runErr)
 	return st
