@@ -23,18 +23,18 @@ func (a *app) start(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("start", flag.ContinueOnError)
 	file := fs.String("f", "", "the release plan (YAML)")
 	version := fs.String("version", "", "release this version instead of the plan's candidate")
-	as := fs.String("as", "", "who starts the release (default: your OS user)")
+	sf := addSigningFlags(fs, "the start")
 	if _, err := parse(fs, args, 0, 0); err != nil {
 		return err
 	}
 	if *file == "" {
 		return usagef("-f plan.yaml is required")
 	}
-	who, err := identity(*as)
+	p, err := plan.Load(*file)
 	if err != nil {
 		return err
 	}
-	p, err := plan.Load(*file)
+	signer, who, err := sf.signer()
 	if err != nil {
 		return err
 	}
@@ -59,7 +59,7 @@ func (a *app) start(ctx context.Context, args []string) error {
 	defer c.Close()
 
 	run, err := release.Start(ctx, c, reg, release.StartOptions{
-		Plan: p, PlanDir: filepath.Dir(*file), Version: *version, StartedBy: who, TaskQueue: cfg.TaskQueue,
+		Plan: p, PlanDir: filepath.Dir(*file), Version: *version, StartedBy: who, TaskQueue: cfg.TaskQueue, Signer: signer,
 	})
 	if err != nil {
 		return err
@@ -164,8 +164,8 @@ func decide(kind string) func(a *app, ctx context.Context, args []string) error 
 	return func(a *app, ctx context.Context, args []string) error {
 		fs := flag.NewFlagSet(kind, flag.ContinueOnError)
 		comment := fs.String("comment", "", "why (required to reject or abort)")
-		as := fs.String("as", "", "who decides (default: your OS user)")
 		viaSignal := fs.Bool("signal", false, "send a signal instead of an update: needs no running worker, but a refusal only shows in status")
+		sf := addSigningFlags(fs, "the decision")
 		pos, err := parse(fs, args, 1, 1)
 		if err != nil {
 			return err
@@ -173,7 +173,7 @@ func decide(kind string) func(a *app, ctx context.Context, args []string) error 
 		if (kind == workflows.Reject || kind == workflows.Abort) && strings.TrimSpace(*comment) == "" {
 			return usagef("--comment is required: say why you %s", kind)
 		}
-		who, err := identity(*as)
+		signer, who, err := sf.signer()
 		if err != nil {
 			return err
 		}
@@ -183,7 +183,17 @@ func decide(kind string) func(a *app, ctx context.Context, args []string) error 
 		}
 		defer c.Close()
 		model := pos[0]
-		d, err := release.Decide(ctx, c, model, kind, workflows.DecisionRequest{Who: who, Comment: *comment, Source: "cli"}, *viaSignal)
+		req := workflows.DecisionRequest{Who: who, Comment: *comment, Source: "cli"}
+		if signer != nil {
+			run, err := release.ReleaseRun(ctx, c, model)
+			if err != nil {
+				return err
+			}
+			if err := signer.SignDecision(&req, workflows.WorkflowID(model), run, kind); err != nil {
+				return err
+			}
+		}
+		d, err := release.Decide(ctx, c, model, kind, req, *viaSignal)
 		if err != nil {
 			return err
 		}

@@ -71,7 +71,11 @@ func TestRunExitCodesAndMessages(t *testing.T) {
 		{args: []string{"register", "wine", "1", "--endpoint", "ftp://host/x"}, code: exitUsage, stderr: []string{`--endpoint "ftp://host/x": want an http or https URL`}},
 		{args: []string{"register", "wine", "1", "--endpoint", "http://h:1", "--meta", "novalue"}, code: exitUsage, stderr: []string{`"novalue": want key=value`}},
 		{args: []string{"status", "wine"}, code: exitError, stderr: []string{"mlrelease: connect to Temporal at localhost:7233: connection refused"}},
-		{args: []string{"approve", "wine", "--as", "alice"}, code: exitError, stderr: []string{"mlrelease: connect to Temporal"}},
+		{args: []string{"approve", "wine", "--as", "alice", "--unsigned"}, code: exitError, stderr: []string{"mlrelease: connect to Temporal"}},
+		{args: []string{"approve", "wine", "--as", "alice", "--key", "/nonexistent/key"}, code: exitError, stderr: []string{"mlrelease: signing key: open /nonexistent/key"}},
+		{args: []string{"approve", "wine", "--ttl", "2h", "--key", "/nonexistent/key"}, code: exitUsage, stderr: []string{"--ttl 2h0m0s: want more than 0s and at most 1h0m0s"}},
+		{args: []string{"sign", "promote", "wine"}, code: exitUsage, stderr: []string{`"promote" is not a decision`}},
+		{args: []string{"sign", "abort", "wine"}, code: exitUsage, stderr: []string{"--comment is required: say why you abort"}},
 	} {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
 			a, stdout, stderr, _ := testApp(t)
@@ -106,7 +110,7 @@ func TestStartNeedsARegistry(t *testing.T) {
 	if err := os.WriteFile(p, []byte("model: wine\nanalysis:\n  metrics: [{name: e, query: up, max: 1}]\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if code := a.run(context.Background(), []string{"start", "-f", p, "--as", "carol"}); code != exitError {
+	if code := a.run(context.Background(), []string{"start", "-f", p, "--as", "carol", "--unsigned"}); code != exitError {
 		t.Fatalf("exit %d, want %d", code, exitError)
 	}
 	if !strings.HasPrefix(stderr.String(), "mlrelease: no registry at ") || strings.Count(stderr.String(), "\n") != 1 {

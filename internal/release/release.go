@@ -54,6 +54,9 @@ type StartOptions struct {
 	StartedBy string
 	// TaskQueue is the worker's task queue; empty means workflows.TaskQueue.
 	TaskQueue string
+	// Signer, when set, signs the start, and StartedBy becomes its principal: with
+	// four eyes, its key may then not approve.
+	Signer *Signer
 }
 
 // Start checks the plan and the registry, then starts the model's release. Nothing
@@ -87,6 +90,19 @@ func Start(ctx context.Context, c client.Client, reg registry.Registry, opts Sta
 	// moves before the worker resolves it.
 	p.Candidate = candidate.Version
 
+	// The keys the release will trust, and the start's signature (rule 9).
+	var trust workflows.StartTrust
+	if trust.AllowedSigners, err = readAllowedSigners(p.Approval.AllowedSigners, opts.PlanDir); err != nil {
+		return nil, err
+	}
+	startedBy := opts.StartedBy
+	if opts.Signer != nil {
+		startedBy = opts.Signer.Principal
+		if trust.StartSigned, err = opts.Signer.signStart(workflows.WorkflowID(p.Model), p.Model, p.Candidate); err != nil {
+			return nil, err
+		}
+	}
+
 	taskQueue := opts.TaskQueue
 	if taskQueue == "" {
 		taskQueue = workflows.TaskQueue
@@ -106,8 +122,8 @@ func Start(ctx context.Context, c client.Client, reg registry.Registry, opts Sta
 			workflows.CanaryWeightKey.ValueSet(0),
 		),
 		StaticSummary: Summary(p.Model, candidate.Version, champion.Version),
-		StaticDetails: Details(p, champion.Version, opts.StartedBy),
-	}, workflows.ReleaseWorkflow, workflows.ReleaseInput{Plan: p, StartedBy: opts.StartedBy})
+		StaticDetails: Details(p, champion.Version, startedBy),
+	}, workflows.ReleaseWorkflow, workflows.ReleaseInput{Plan: p, StartedBy: startedBy, StartTrust: trust})
 	if err != nil {
 		return nil, startError(p.Model, err)
 	}

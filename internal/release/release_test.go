@@ -89,8 +89,18 @@ approval:
 	if err != nil {
 		t.Fatal(err)
 	}
+	p.Approval.AllowedSigners = allowedSignersFile(t, alice)
 	return p
 }
+
+// alice is the approver of fastPlan, with a key of her own.
+var alice = func() *Signer {
+	s, err := newTestSigner("alice")
+	if err != nil {
+		panic(err)
+	}
+	return s
+}()
 
 var models atomic.Int64
 
@@ -377,13 +387,14 @@ func TestApproveAndWatchToPromotion(t *testing.T) {
 		if st.Stage != workflows.StageAwaitingApproval || len(st.Decisions) > 0 {
 			return
 		}
-		_, refused = Decide(ctx, tc, model, workflows.Approve, workflows.DecisionRequest{Who: "mallory", Source: "test"}, false)
-		_, approveErr = Decide(ctx, tc, model, workflows.Approve, workflows.DecisionRequest{Who: "alice", Comment: "looks good", Source: "test"}, false)
+		mallory := testSigner(t, "mallory")
+		_, refused = Decide(ctx, tc, model, workflows.Approve, signed(ctx, t, mallory, model, workflows.Approve, workflows.DecisionRequest{Source: "test"}), false)
+		_, approveErr = Decide(ctx, tc, model, workflows.Approve, signed(ctx, t, alice, model, workflows.Approve, workflows.DecisionRequest{Comment: "looks good", Source: "test"}), false)
 	})
 	if err != nil {
 		t.Fatalf("Watch: %v (stages seen %v)", err, stages)
 	}
-	if !errors.Is(refused, ErrRefused) || !strings.Contains(refused.Error(), "refused: mallory may not approve this release") {
+	if !errors.Is(refused, ErrRefused) || !strings.Contains(refused.Error(), "refused: untrusted key: key SHA256:") {
 		t.Errorf("approve by mallory: err = %v, want refused", refused)
 	}
 	if approveErr != nil {
@@ -433,7 +444,7 @@ func TestRejectBySignalRollsBack(t *testing.T) {
 	var sendErr error
 	final, err := Watch(ctx, tc, model, 50*time.Millisecond, func(st workflows.Status) {
 		if st.Stage == workflows.StageAwaitingApproval && sent.Kind == "" && sendErr == nil {
-			sent, sendErr = Decide(ctx, tc, model, workflows.Reject, workflows.DecisionRequest{Who: "alice", Comment: "worse on the fraud slice", Source: "test"}, true)
+			sent, sendErr = Decide(ctx, tc, model, workflows.Reject, signed(ctx, t, alice, model, workflows.Reject, workflows.DecisionRequest{Comment: "worse on the fraud slice", Source: "test"}), true)
 		}
 	})
 	if err != nil {
