@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"os"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -17,12 +16,6 @@ import (
 
 	"github.com/mlrelease/mlrelease/internal/deploy"
 	"github.com/mlrelease/mlrelease/internal/stack/kubeapi"
-)
-
-// The CRDs come from the projects' own modules, at these versions.
-const (
-	gatewayAPIModule = "sigs.k8s.io/gateway-api@v1.4.1"
-	kserveModule     = "github.com/kserve/kserve@v0.15.2"
 )
 
 var (
@@ -62,19 +55,7 @@ func kube(t *testing.T) (*kubeapi.Server, dynamic.Interface) {
 		if apiServer, apiErr = kubeapi.Start(ctx, apiDir); apiErr != nil {
 			return
 		}
-		gw, err := kubeapi.ModuleDir(ctx, gatewayAPIModule)
-		if err != nil {
-			apiErr = err
-			return
-		}
-		ks, err := kubeapi.ModuleDir(ctx, kserveModule)
-		if err != nil {
-			apiErr = err
-			return
-		}
-		apiErr = apiServer.InstallCRDs(ctx,
-			filepath.Join(gw, "config/crd/standard/gateway.networking.k8s.io_httproutes.yaml"),
-			filepath.Join(ks, "config/crd/full/serving.kserve.io_inferenceservices.yaml"))
+		apiErr = apiServer.InstallDataPlaneCRDs(ctx)
 	})
 	if apiErr != nil {
 		t.Fatalf("Kubernetes API server: %v", apiErr)

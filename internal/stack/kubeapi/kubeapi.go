@@ -192,9 +192,9 @@ func (s *Server) Config(user string) *rest.Config {
 func (s *Server) Kubeconfig(path, user string) error {
 	cfg := map[string]any{
 		"apiVersion": "v1", "kind": "Config", "current-context": "test",
-		"clusters":  []any{map[string]any{"name": "test", "cluster": map[string]any{"server": s.URL, "certificate-authority": s.CAFile}}},
-		"users":     []any{map[string]any{"name": user, "user": map[string]any{"token": s.tokens[user]}}},
-		"contexts":  []any{map[string]any{"name": "test", "context": map[string]any{"cluster": "test", "user": user}}},
+		"clusters":    []any{map[string]any{"name": "test", "cluster": map[string]any{"server": s.URL, "certificate-authority": s.CAFile}}},
+		"users":       []any{map[string]any{"name": user, "user": map[string]any{"token": s.tokens[user]}}},
+		"contexts":    []any{map[string]any{"name": "test", "context": map[string]any{"cluster": "test", "user": user}}},
 		"preferences": map[string]any{},
 	}
 	b, err := json.Marshal(cfg)
@@ -206,6 +206,28 @@ func (s *Server) Kubeconfig(path, user string) error {
 
 // Stop stops the API server, then etcd.
 func (s *Server) Stop() { s.stack.Stop() }
+
+// The data planes' CRDs come from their projects' own modules, at these versions.
+const (
+	GatewayAPIModule = "sigs.k8s.io/gateway-api@v1.4.1"
+	KServeModule     = "github.com/kserve/kserve@v0.15.2"
+)
+
+// InstallDataPlaneCRDs installs the CRDs the Kubernetes deployers drive: Gateway
+// API's HTTPRoute (standard channel) and KServe's InferenceService (full schema).
+func (s *Server) InstallDataPlaneCRDs(ctx context.Context) error {
+	gw, err := ModuleDir(ctx, GatewayAPIModule)
+	if err != nil {
+		return err
+	}
+	ks, err := ModuleDir(ctx, KServeModule)
+	if err != nil {
+		return err
+	}
+	return s.InstallCRDs(ctx,
+		filepath.Join(gw, "config/crd/standard/gateway.networking.k8s.io_httproutes.yaml"),
+		filepath.Join(ks, "config/crd/full/serving.kserve.io_inferenceservices.yaml"))
+}
 
 var crdResource = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
 
