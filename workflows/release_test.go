@@ -345,6 +345,9 @@ func (s *releaseSuite) assertTrafficRule(p plan.Plan, promoted bool) {
 	for _, st := range p.Canary.Steps {
 		allowed = append(allowed, st.Weight)
 	}
+	if promoted && p.PostPromotion.Watch > 0 {
+		allowed = append(allowed, 100-p.HoldoutOrDefault()) // the watch's holdout
+	}
 	prev := 0
 	for i, t := range s.appliedTraffic() {
 		if t.Candidate == nil {
@@ -450,10 +453,13 @@ func (s *releaseSuite) TestPromotion() {
 
 	// The Web UI's search attributes follow the release.
 	s.Equal([]string{"resolving", "deploying", "staging", "shadow", "canary", "awaiting_approval", "promoting", "watching", "promoted"}, stages)
-	s.Equal([]int64{0, 0, 10, 25, 50, 100}, canaryWeights)
+	s.Equal([]int64{0, 0, 10, 25, 50, 95}, canaryWeights)
 
-	// 0 at deploy, 0 with shadow, each step, 100, then the candidate alone.
-	s.Equal([]int{0, 0, 10, 25, 50, 100, -1}, s.weights())
+	// 0 at deploy, 0 with shadow, each step, 95 (the old champion keeps the watch's
+	// 5% holdout), then the candidate alone.
+	s.Equal([]int{0, 0, 10, 25, 50, 95, -1}, s.weights())
+	s.Require().NotNil(res.Status.Budget, "the release's error budget is in the status")
+	s.Equal(0.05, res.Status.Budget.Alpha)
 	applied := s.appliedTraffic()
 	s.Zero(applied[0].ShadowShare)
 	s.Equal(20, applied[1].ShadowShare)
@@ -651,8 +657,8 @@ func (s *releaseSuite) TestWatchFailureRestoresChampion() {
 
 	res := s.result()
 	s.Equal(OutcomeRolledBack, res.Outcome)
-	s.True(strings.HasPrefix(res.Reason, "watching analysis at 100%: metric error-rate failed"), res.Reason)
-	s.Equal([]int{0, 0, 10, 25, 50, 100, -1}, s.weights())
+	s.True(strings.HasPrefix(res.Reason, "watching analysis at 95%: metric error-rate failed"), res.Reason)
+	s.Equal([]int{0, 0, 10, 25, 50, 95, -1}, s.weights())
 	last := s.appliedTraffic()[6]
 	s.Equal(champion.Version, last.Champion.Version, "the old champion serves again")
 
@@ -716,7 +722,7 @@ func (s *releaseSuite) TestVetoWindowTimeoutPromotes() {
 	res := s.result()
 	s.Equal(OutcomePromoted, res.Outcome)
 	s.Equal("every gate passed", res.Reason)
-	s.Equal([]int{0, 0, 10, 25, 50, 100, -1}, s.weights())
+	s.Equal([]int{0, 0, 10, 25, 50, 95, -1}, s.weights())
 	s.Require().Len(res.Status.Decisions, 1)
 	s.Equal("approval_timeout", res.Status.Decisions[0].Kind)
 	s.assertTrafficRule(p, true)
@@ -777,7 +783,7 @@ func (s *releaseSuite) TestPauseHoldsTheBakeUntilResumed() {
 
 	res := s.result()
 	s.Equal(OutcomePromoted, res.Outcome)
-	s.Equal([]int{0, 0, 10, 25, 50, 100, -1}, s.weights())
+	s.Equal([]int{0, 0, 10, 25, 50, 95, -1}, s.weights())
 	// Step 1 kept being analysed while paused; step 2 began only after the resume.
 	for _, r := range s.rounds() {
 		at := r.At.Sub(res.Status.StartedAt)
@@ -972,7 +978,7 @@ func (s *releaseSuite) TestAbortDuringWatchRestoresChampion() {
 	res := s.result()
 	s.Equal(OutcomeRolledBack, res.Outcome)
 	s.Equal("aborted by carol: complaints from users", res.Reason)
-	s.Equal([]int{0, 0, 10, 25, 50, 100, -1}, s.weights())
+	s.Equal([]int{0, 0, 10, 25, 50, 95, -1}, s.weights())
 	last := s.appliedTraffic()[6]
 	s.Equal(champion.Version, last.Champion.Version)
 
@@ -1060,7 +1066,7 @@ func (s *releaseSuite) TestAbortWhileRetiringTheOldChampion() {
 	res := s.result()
 	s.Equal(OutcomeRolledBack, res.Outcome)
 	s.Equal("aborted by carol: errors in the logs", res.Reason)
-	s.Equal([]int{0, 0, 10, 25, 50, 100, -1, -1}, s.weights())
+	s.Equal([]int{0, 0, 10, 25, 50, 95, -1, -1}, s.weights())
 	applied := s.appliedTraffic()
 	s.Equal(candidate.Version, applied[6].Champion.Version, "the retirement applied")
 	s.Equal(champion.Version, applied[7].Champion.Version, "then the old champion was restored")

@@ -159,20 +159,23 @@ func (p *Plan) validateBudget() []error {
 		errs = append(errs, fmt.Errorf("analysis.alpha: %v is outside (0, 1)", p.Analysis.Alpha))
 		return errs
 	}
+	// A test without an alpha (a plan changed after Default) needs some of the
+	// budget left for it; Default shares it out.
 	var sum float64
 	var parts []string
+	free := 0
 	for _, t := range p.tests() {
 		a := t.metric.Alpha
 		if a == 0 {
-			sum = math.NaN() // not shared out: nothing was left
-			parts = append(parts, fmt.Sprintf("%s %s none left", t.stage, t.metric.Name))
+			free++
+			parts = append(parts, fmt.Sprintf("%s %s unset", t.stage, t.metric.Name))
 			continue
 		}
 		sum += a
 		parts = append(parts, fmt.Sprintf("%s %s %.3g", t.stage, t.metric.Name, a))
 	}
-	if math.IsNaN(sum) || sum > budget*(1+1e-9) {
-		errs = append(errs, fmt.Errorf("analysis.alpha: the statistical judges' alphas (%s) add up to more than the release's error budget %v; lower a metric's alpha, or leave it unset for an equal share of what is left", strings.Join(parts, ", "), budget))
+	if sum > budget*(1+1e-9) || (free > 0 && sum >= budget*(1-1e-9)) {
+		errs = append(errs, fmt.Errorf("analysis.alpha: the statistical judges' alphas (%s) add up to more than the release's error budget %v, or leave nothing for those unset; lower a metric's alpha, or leave it unset for an equal share of what is left", strings.Join(parts, ", "), budget))
 	}
 	if p.PostPromotion.Holdout != nil {
 		h := *p.PostPromotion.Holdout

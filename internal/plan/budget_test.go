@@ -72,7 +72,7 @@ func TestBudgetExplicitShares(t *testing.T) {
 	// Shares that add up to more than the budget are refused, each named.
 	_, err = parseBudget(t, "0.05", ", alpha: 0.03", "")
 	require.Error(t, err)
-	assert.Contains(t, err.Error(), "analysis.alpha: the statistical judges' alphas (shadow errors none left, shadow latency 0.03, canary errors none left, canary latency 0.03) add up to more than the release's error budget 0.05")
+	assert.Contains(t, err.Error(), "analysis.alpha: the statistical judges' alphas (shadow errors unset, shadow latency 0.03, canary errors unset, canary latency 0.03) add up to more than the release's error budget 0.05")
 	_, err = parseBudget(t, "1.5", "", "")
 	assert.ErrorContains(t, err, "analysis.alpha: 1.5 is outside (0, 1)")
 }
