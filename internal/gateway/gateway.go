@@ -130,9 +130,11 @@ type Gateway struct {
 	feedback *feedbackStore
 	draining atomic.Bool
 
-	proxy   *httputil.ReverseProxy
-	shadow  *mirror
-	handler http.Handler
+	// transport makes every call to a model server; proxy wraps it for upgrades.
+	transport http.RoundTripper
+	proxy     *httputil.ReverseProxy
+	shadow    *mirror
+	handler   http.Handler
 }
 
 // New returns a Gateway with the routes saved in Options.StateFile (none without one);
@@ -198,6 +200,7 @@ func New(opts Options) (*Gateway, error) {
 	if len(routes) > 0 {
 		g.log.Info("routes restored", "file", opts.StateFile, "models", len(routes))
 	}
+	g.transport = opts.Transport
 	g.proxy = g.newProxy(opts.Transport)
 	g.shadow = newMirror(opts.Shadow, opts.Transport, m, opts.Logger)
 	g.handler = g.newHandler()

@@ -39,6 +39,11 @@ type call struct {
 	code int
 	// answer holds the start of a 2xx answer, to read its predictions.
 	answer *capture
+
+	// w takes interim answers until done (see got1xx).
+	w    http.ResponseWriter
+	mu   sync.Mutex
+	done bool
 }
 
 // errSwitchedUnasked is a model server's 101 to a request that asked for no upgrade:
@@ -209,7 +214,11 @@ func (g *Gateway) serveModelPath(w http.ResponseWriter, r *http.Request, model, 
 		// Deferred: ReverseProxy panics with http.ErrAbortHandler when the answer breaks
 		// off midway, and that request still counts.
 		defer func() { c.metrics.observe(modePrimary, c.code, time.Since(start)) }()
-		g.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callKey{}, c)))
+		if r.Header["Upgrade"] != nil {
+			g.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callKey{}, c)))
+		} else {
+			g.forward(w, r, c)
+		}
 	}()
 	if c.answer == nil {
 		cmp.report(false, nil)

@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -180,4 +181,33 @@ func TestForwardTrailers(t *testing.T) {
 	assert.Equal(t, `{"predictions":[1]}`, string(body))
 	assert.Equal(t, "abc", resp.Trailer.Get("X-Checksum"))
 	assert.Equal(t, uint64(1), scoreCount(t, g, "champion", "1", "primary"))
+}
+
+// A request that asks for a protocol upgrade gets it: after the model server's 101 the
+// gateway carries bytes both ways.
+func TestUpgradeIsSpliced(t *testing.T) {
+	up := rawUpstream(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		req, _ := readReq(br)
+		if req == nil || req.Header.Get("Upgrade") != "echo" {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+		_, _ = io.Copy(c, br)
+	})
+	g, srv := newTestGateway(t, Options{})
+	routeTo(t, g, up, "", 0)
+	c, err := net.Dial("tcp", strings.TrimPrefix(srv.URL, "http://"))
+	require.NoError(t, err)
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(c, "GET /models/m/stream HTTP/1.1\r\nHost: g\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusSwitchingProtocols, resp.StatusCode)
+	io.WriteString(c, "ping")
+	got := make([]byte, 4)
+	_, err = io.ReadFull(br, got)
+	require.NoError(t, err)
+	assert.Equal(t, "ping", string(got))
 }
