@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"go.temporal.io/sdk/activity"
@@ -155,22 +156,120 @@ type EvaluateOutput struct {
 	Candidate analysis.StagingReport `json:"candidate"`
 }
 
-// EvaluateStaging sends the evaluation set to the candidate and the champion.
+// EvaluateStaging sends the evaluation set to the candidate and the champion. It
+// heartbeats its progress (rows done, shown in the Web UI's pending activity) every
+// second, and a retry after a lost worker resumes from the last heartbeat instead of
+// sending the scored rows again.
 func (a *Activities) EvaluateStaging(ctx context.Context, in EvaluateInput) (EvaluateOutput, error) {
 	ds, err := scoring.LoadCSV(in.Dataset)
 	if err != nil {
 		return EvaluateOutput{}, nonRetryable(ErrTypeInvalid, fmt.Errorf("evaluation set: %w", err))
 	}
-	var out EvaluateOutput
-	activity.RecordHeartbeat(ctx, "candidate")
-	if out.Candidate, err = analysis.EvaluateStaging(ctx, a.Scoring, in.Candidate, ds, analysis.StagingOptions{}); err != nil {
-		return EvaluateOutput{}, fmt.Errorf("evaluate candidate at %s: %w", in.Candidate, err)
+	var cp StagingProgress
+	if activity.IsActivity(ctx) && activity.HasHeartbeatDetails(ctx) {
+		if err := activity.GetHeartbeatDetails(ctx, &cp); err != nil || cp.Dataset != in.Dataset || cp.Rows != len(ds.Rows) {
+			cp = StagingProgress{} // another set, or unreadable: start over
+		}
 	}
-	activity.RecordHeartbeat(ctx, "champion")
-	if out.Champion, err = analysis.EvaluateStaging(ctx, a.Scoring, in.Champion, ds, analysis.StagingOptions{}); err != nil {
-		return EvaluateOutput{}, fmt.Errorf("evaluate champion at %s: %w", in.Champion, err)
+	cp.Dataset, cp.Rows = in.Dataset, len(ds.Rows)
+
+	var mu sync.Mutex
+	beat := func() {
+		if activity.IsActivity(ctx) {
+			mu.Lock()
+			defer mu.Unlock()
+			activity.RecordHeartbeat(ctx, cp)
+		}
+	}
+	// The SDK sends the latest details at most every few seconds; the ticker keeps
+	// heartbeats going while a slow model server answers nothing.
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				beat()
+			}
+		}
+	}()
+	beat()
+
+	for _, arm := range []struct {
+		name     string
+		endpoint string
+		progress *scoring.Progress
+	}{{"candidate", in.Candidate, &cp.Candidate}, {"champion", in.Champion, &cp.Champion}} {
+		var last time.Time
+		opts := scoring.EvaluateOptions{Checkpoint: func(p scoring.Progress) {
+			mu.Lock()
+			*arm.progress = p
+			cp.Phase = arm.name
+			mu.Unlock()
+			// At most five a second: encoding the details is not free at 100,000 rows.
+			if time.Since(last) >= 200*time.Millisecond {
+				last = time.Now()
+				beat()
+			}
+		}}
+		mu.Lock()
+		from := *arm.progress
+		mu.Unlock()
+		p, err := scoring.Evaluate(ctx, a.Scoring, arm.endpoint, ds, from, opts)
+		mu.Lock()
+		*arm.progress = p
+		mu.Unlock()
+		if err != nil {
+			return EvaluateOutput{}, fmt.Errorf("evaluate %s at %s: %w", arm.name, arm.endpoint, err)
+		}
+		beat()
+	}
+	out := EvaluateOutput{Candidate: stagingReport(cp.Candidate.Tally), Champion: stagingReport(cp.Champion.Tally)}
+	for _, r := range []struct {
+		name string
+		rep  analysis.StagingReport
+	}{{"candidate", out.Candidate}, {"champion", out.Champion}} {
+		if r.rep.N == 0 {
+			return EvaluateOutput{}, fmt.Errorf("evaluate %s: %w: %d of %d (by status: %v); is the model server up and serving this dataset's columns?",
+				r.name, analysis.ErrAllRequestsFailed, r.rep.Errors, r.rep.Requests, r.rep.ErrorsByStatus)
+		}
 	}
 	return out, nil
+}
+
+// StagingProgress is EvaluateStaging's heartbeat: both arms' progress, bounded
+// whatever the evaluation set's size.
+type StagingProgress struct {
+	Dataset string `json:"dataset"`
+	Rows    int    `json:"rows"`
+	// Phase is the arm being evaluated: candidate, then champion.
+	Phase     string           `json:"phase"`
+	Candidate scoring.Progress `json:"candidate"`
+	Champion  scoring.Progress `json:"champion"`
+}
+
+// stagingReport turns an evaluation's tally into the staging gates' evidence.
+func stagingReport(t scoring.Tally) analysis.StagingReport {
+	r := analysis.StagingReport{Requests: t.Requests, N: t.N, Correct: t.Correct, Errors: t.Errors,
+		PerClass: map[string]analysis.ClassAccuracy{}}
+	if len(t.ErrorsByKind) > 0 {
+		r.ErrorsByStatus = t.ErrorsByKind
+	}
+	for class, c := range t.PerClass {
+		r.PerClass[class] = analysis.ClassAccuracy{N: c[0], Correct: c[1]}
+	}
+	if t.N > 0 {
+		r.Accuracy = float64(t.Correct) / float64(t.N)
+		r.P50 = t.Latency.Quantile(0.50)
+		r.P99 = t.Latency.Quantile(0.99)
+	}
+	return r
 }
 
 // AnalyzeInput is one round of measurements of a model's candidate against its
