@@ -40,6 +40,10 @@ type Gateway struct {
 // Worker configures the Temporal worker and the clients its activities hold.
 type Worker struct {
 	TaskQueue string `envconfig:"TASK_QUEUE" default:"mlrelease"`
+	// Deployment, when set, runs the worker as a version of this Worker Deployment
+	// (Temporal's Worker Versioning), its build ID the binary's version; releases are
+	// pinned to the version they started on. Empty runs it unversioned.
+	Deployment string `envconfig:"WORKER_DEPLOYMENT"`
 	// Registry selects the model registry: "sqlite" (the local file at RegistryPath)
 	// or "mlflow" (the server MLflow's own MLFLOW_TRACKING_URI, MLFLOW_TRACKING_TOKEN
 	// or MLFLOW_TRACKING_USERNAME/PASSWORD name).
@@ -62,6 +66,11 @@ type Worker struct {
 	WebUIURL string `envconfig:"WEB_UI_URL" default:"http://localhost:8233"`
 	// Slack posts release threads and takes approvals; off when no bot token is set.
 	Slack Slack `envconfig:"SLACK"`
+	// AllowedSigners is an allowed-signers file (ssh-keygen's format): the keys whose
+	// signed decisions every release started on this worker trusts. When set it is the
+	// root of trust: a plan's own approval.allowedSigners count only when one of these
+	// keys signed the start, and approval.unsigned is not honoured.
+	AllowedSigners string `envconfig:"ALLOWED_SIGNERS"`
 }
 
 // Watch configures the release watcher (MLRELEASE_WATCH_*): a long-running
@@ -93,6 +102,11 @@ type Slack struct {
 	AppToken string `envconfig:"APP_TOKEN"`
 	// APIURL overrides Slack's Web API base URL (tests, proxies).
 	APIURL string `envconfig:"API_URL"`
+	// BridgeKey is the SSH private key file (unencrypted, readable by the worker only)
+	// with which the worker signs the decisions it takes from Slack, after checking
+	// Slack's signature. Releases trust it for slack:* principals only. Unset: Slack
+	// clicks are refused by releases that check signatures.
+	BridgeKey string `envconfig:"BRIDGE_KEY"`
 }
 
 // Enabled reports whether Slack is configured.

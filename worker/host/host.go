@@ -22,7 +22,6 @@ import (
 	"go.temporal.io/sdk/client"
 	tlog "go.temporal.io/sdk/log"
 	"go.temporal.io/sdk/worker"
-	"go.temporal.io/sdk/workflow"
 
 	"github.com/mlrelease/mlrelease/activities"
 	"github.com/mlrelease/mlrelease/internal/analysis"
@@ -37,6 +36,16 @@ import (
 // polls and /metrics listens; it receives the /metrics address.
 func Run(ctx context.Context, cfg config.Worker, opts client.Options, logger *slog.Logger, ready chan<- string) error {
 	opts.Logger = tlog.NewStructuredLogger(logger)
+	// Rule 9: the keys every release started here trusts, and refusals on /metrics.
+	trust, bridge, err := loadTrust(cfg)
+	if err != nil {
+		return err
+	}
+	workflows.SetWorkerTrust(trust)
+	refused := newRefusedCounter()
+	if opts.MetricsHandler == nil {
+		opts.MetricsHandler = refusalMetrics{refused: refused}
+	}
 	c, err := client.DialContext(ctx, opts)
 	if err != nil {
 		return fmt.Errorf("connect to Temporal at %s (set TEMPORAL_ADDRESS): %w", opts.HostPort, err)
@@ -69,17 +78,16 @@ func Run(ctx context.Context, cfg config.Worker, opts client.Options, logger *sl
 		Notifier: notifier(cfg, logger),
 	}
 
-	w := worker.New(c, cfg.TaskQueue, worker.Options{})
-	w.RegisterWorkflowWithOptions(workflows.ReleaseWorkflow, workflow.RegisterOptions{Name: workflows.WorkflowName})
-	w.RegisterWorkflowWithOptions(workflows.WatcherWorkflow, workflow.RegisterOptions{Name: workflows.WatcherWorkflowName})
+	w := worker.New(c, cfg.TaskQueue, workerOptions(cfg))
+	registerWorkflows(w, cfg.Deployment != "")
 	w.RegisterActivity(acts)
 
 	metrics := prometheus.NewRegistry()
-	metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), refused)
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(metrics, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
-	serveSlack(ctx, mux, c, cfg, logger)
+	serveSlack(ctx, mux, c, cfg, logger, bridge, refused)
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen on MLRELEASE_WORKER_LISTEN %s: %w", cfg.Listen, err)
@@ -96,6 +104,9 @@ func Run(ctx context.Context, cfg config.Worker, opts client.Options, logger *sl
 		return fmt.Errorf("start worker on task queue %s: %w", cfg.TaskQueue, err)
 	}
 	defer w.Stop()
+	if err := adoptDeployment(ctx, c, cfg, logger); err != nil {
+		return err
+	}
 	if err := startWatcher(ctx, c, cfg, reg, logger); err != nil {
 		return err
 	}
