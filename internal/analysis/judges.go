@@ -126,10 +126,8 @@ func JudgeCounts(m plan.Metric, prev JudgeState, now Reading) (Verdict, string, 
 		if len(arm.c) > MaxSeries {
 			return Error, fmt.Sprintf("the %s's reading has %d series, more than the %d a judge takes; aggregate the query (sum by (le))", arm.name, len(arm.c), MaxSeries), ev, prev
 		}
-		for _, k := range sortedKeys(arm.c) {
-			if v := arm.c[k]; math.IsNaN(v) || math.IsInf(v, 0) || v < 0 {
-				return Error, fmt.Sprintf("the %s's series %q read %v, not a finite count: the query or the exporter is broken", arm.name, k, v), ev, prev
-			}
+		if k, ok := firstKey(arm.c, func(_ string, v float64) bool { return math.IsNaN(v) || math.IsInf(v, 0) || v < 0 }); ok {
+			return Error, fmt.Sprintf("the %s's series %q read %v, not a finite count: the query or the exporter is broken", arm.name, k, arm.c[k]), ev, prev
 		}
 	}
 	st := prev.Clone()
@@ -143,6 +141,9 @@ func JudgeCounts(m plan.Metric, prev JudgeState, now Reading) (Verdict, string, 
 		if k, ok := reset(arm.last, arm.now); ok {
 			v, msg := noData(m, fmt.Sprintf("no new evidence: the %s's counter %q went down from %.0f to %.0f (a restart); this interval is not counted", arm.name, k, arm.last[k], arm.now[k]))
 			ev.Statistic = "reset"
+			// Counting starts again from this reading alone: a series it lacks (an
+			// emptied native bucket, an error count not exported yet) starts at 0.
+			st.Last = Reading{Candidate: cloneCounts(now.Candidate), Champion: cloneCounts(now.Champion)}
 			return v, msg, ev, st
 		}
 	}
@@ -188,7 +189,7 @@ func trials(m plan.Metric, c Counts) float64 {
 	if m.Judge == plan.JudgeRate {
 		return c[KeyTotal]
 	}
-	return buckets(c).total()
+	return c["+Inf"]
 }
 
 func unit(m plan.Metric) string {
@@ -200,21 +201,22 @@ func unit(m plan.Metric) string {
 
 // reset finds a series that went down since last.
 func reset(last, now Counts) (string, bool) {
-	for _, k := range sortedKeys(now) {
-		if l, ok := last[k]; ok && now[k] < l {
-			return k, true
-		}
-	}
-	return "", false
+	return firstKey(now, func(k string, v float64) bool {
+		l, ok := last[k]
+		return ok && v < l
+	})
 }
 
-func sortedKeys(c Counts) []string {
-	keys := make([]string, 0, len(c))
-	for k := range c {
-		keys = append(keys, k)
+// firstKey is the smallest key whose value is bad (the same message whatever the
+// map's order).
+func firstKey(c Counts, bad func(string, float64) bool) (string, bool) {
+	first, found := "", false
+	for k, v := range c {
+		if bad(k, v) && (!found || k < first) {
+			first, found = k, true
+		}
 	}
-	sort.Strings(keys)
-	return keys
+	return first, found
 }
 
 // sequentialVerdict applies the common rule of the sequential judges.
@@ -493,21 +495,22 @@ type histogram struct {
 }
 
 func buckets(c Counts) histogram {
-	var h histogram
-	keys := make([]float64, 0, len(c))
-	byBound := map[float64]float64{}
+	type bucket struct{ le, cum float64 }
+	bs := make([]bucket, 0, len(c))
 	for k, v := range c {
-		b, err := strconv.ParseFloat(k, 64)
-		if err != nil {
-			continue
+		b := math.Inf(1)
+		if k != "+Inf" {
+			var err error
+			if b, err = strconv.ParseFloat(k, 64); err != nil {
+				continue
+			}
 		}
-		keys = append(keys, b)
-		byBound[b] = v
+		bs = append(bs, bucket{b, v})
 	}
-	sort.Float64s(keys)
-	for _, b := range keys {
-		h.le = append(h.le, b)
-		h.cum = append(h.cum, byBound[b])
+	sort.Slice(bs, func(i, j int) bool { return bs[i].le < bs[j].le })
+	h := histogram{le: make([]float64, len(bs)), cum: make([]float64, len(bs))}
+	for i, b := range bs {
+		h.le[i], h.cum[i] = b.le, b.cum
 	}
 	return h
 }

@@ -365,3 +365,20 @@ func BenchmarkJudgeLatencyBillion(b *testing.B) {
 		}
 	}
 }
+
+// A native histogram lists only buckets that hold observations. After a restart a
+// bucket may be gone and come back lower: counting starts again from the reading
+// after the restart, so its return is growth, not a second reset.
+func TestJudgeLatencySparseBucketsAfterRestart(t *testing.T) {
+	m := plan.Metric{Name: "latency", Judge: plan.JudgeLatency, Query: "q", NoData: plan.NoDataHold, MinSamples: intp(0), Tolerance: 0.1}
+	champ := analysis.Counts{"0.05": 900, "0.1": 990, "0.2": 1000, "+Inf": 1000}
+	st := analysis.Start(analysis.Reading{Candidate: analysis.Counts{"0.05": 90, "0.2": 100, "+Inf": 100}, Champion: champ})
+	// Restart: the candidate's 0.2 bucket is empty, so not listed.
+	v, msg, _, st := analysis.JudgeCounts(m, st, analysis.Reading{Candidate: analysis.Counts{"0.05": 5, "+Inf": 5}, Champion: champ})
+	require.Equal(t, analysis.Hold, v, msg)
+	assert.Contains(t, msg, "a restart")
+	champ = analysis.Counts{"0.05": 990, "0.1": 1089, "0.2": 1100, "+Inf": 1100}
+	v, msg, ev, _ := analysis.JudgeCounts(m, st, analysis.Reading{Candidate: analysis.Counts{"0.05": 14, "0.2": 15, "+Inf": 15}, Champion: champ})
+	assert.Equal(t, analysis.Pass, v, msg)
+	assert.Equal(t, 10.0, ev.CandidateN)
+}
