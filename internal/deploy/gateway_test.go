@@ -132,3 +132,38 @@ func TestGatewayServerAndNetworkErrorsArePlain(t *testing.T) {
 	assert.False(t, errors.Is(err, deploy.ErrNotFound))
 	assert.NotContains(t, err.Error(), token)
 }
+
+// Every replica of a gateway gets each change; one that is down makes the change fail,
+// retryably, naming it, and gets it on the next try.
+func TestGatewayReplicas(t *testing.T) {
+	a, b := realGateway(t), realGateway(t)
+	down := realGateway(t)
+	downURL := down.URL
+	down.Close()
+	// dns+ with an address resolves to that address alone.
+	both := deploy.NewGateway(a.URL+", dns+"+b.URL+"/", token, nil)
+
+	applied, err := both.Apply(ctx(t), irisTraffic(10))
+	require.NoError(t, err)
+	assert.Equal(t, int64(1), applied.Revision)
+	for _, srv := range []string{a.URL, b.URL} {
+		cur, err := deploy.NewGateway(srv, token, nil).Current(ctx(t), "iris")
+		require.NoError(t, err)
+		assert.Equal(t, 10, cur.CandidateWeight, srv)
+	}
+	cur, err := both.Current(ctx(t), "iris")
+	require.NoError(t, err)
+	assert.Equal(t, 10, cur.CandidateWeight)
+
+	three := deploy.NewGateway(strings.Join([]string{a.URL, b.URL, downURL}, ","), token, nil)
+	_, err = three.Apply(ctx(t), irisTraffic(50))
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "replica "+downURL)
+	assert.False(t, errors.Is(err, deploy.ErrInvalid) || errors.Is(err, deploy.ErrNotFound), "a replica that is down is retried: %v", err)
+
+	// The two that answered hold 50% now, so they agree; one behind makes Current fail.
+	_, err = deploy.NewGateway(a.URL, token, nil).Apply(ctx(t), irisTraffic(60))
+	require.NoError(t, err)
+	_, err = both.Current(ctx(t), "iris")
+	assert.ErrorContains(t, err, "replicas disagree")
+}
