@@ -34,7 +34,7 @@ type Signer struct {
 // Fingerprint is the signing key's SHA256 fingerprint.
 func (s Signer) Fingerprint() string { return signing.Fingerprint(s.Key.PublicKey()) }
 
-func (s Signer) stamp(release string, nonce string) (workflows.Signed, error) {
+func (s Signer) stamp(release, nonce string, issued time.Time) (workflows.Signed, error) {
 	now := time.Now
 	if s.Now != nil {
 		now = s.Now
@@ -52,18 +52,24 @@ func (s Signer) stamp(release string, nonce string) (workflows.Signed, error) {
 			return workflows.Signed{}, err
 		}
 	}
-	at := now().UTC().Truncate(time.Second)
+	at := issued
+	if at.IsZero() {
+		at = now()
+	}
+	at = at.UTC().Truncate(time.Second)
 	return workflows.Signed{Release: release, IssuedAt: at, ExpiresAt: at.Add(life), Nonce: nonce}, nil
 }
 
 // SignDecision signs req as kind for the release run release (its first run ID,
 // see ReleaseRun) of workflow workflowID. It sets req.Who to the signer's principal
-// and fills the signature fields; a nonce already set is kept.
+// and fills the signature fields; a nonce and an issue time already set are kept
+// (the Slack bridge derives both from the click, so that a replayed click is the
+// same signed decision again).
 func (s Signer) SignDecision(req *workflows.DecisionRequest, workflowID, release, kind string) error {
 	if strings.TrimSpace(s.Principal) == "" {
 		return errors.New("sign: no principal: say who signs (--as NAME)")
 	}
-	signed, err := s.stamp(release, req.Nonce)
+	signed, err := s.stamp(release, req.Nonce, req.IssuedAt)
 	if err != nil {
 		return err
 	}

@@ -2,17 +2,22 @@ package slack
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/slack-go/slack"
 	"go.temporal.io/sdk/client"
+	"golang.org/x/crypto/ssh"
 
 	"github.com/mlrelease/mlrelease/internal/notify"
 	"github.com/mlrelease/mlrelease/internal/release"
@@ -26,18 +31,37 @@ type Decider interface {
 }
 
 // TemporalDecider decides through Temporal updates, as the CLI does
-// (release.Decide): the release's validators check every decision.
-type TemporalDecider struct{ Client client.Client }
+// (release.Decide): the release's validators check every decision. With a Bridge
+// key it signs each decision as slack:USER, after the handler checked Slack's
+// signature: releases trust that key for Slack principals only.
+type TemporalDecider struct {
+	Client client.Client
+	Bridge ssh.Signer
+}
+
+// BridgeLifetime is how long the bridge's signature of a click stays valid: as long
+// as Slack's own request timestamp does.
+const BridgeLifetime = 5 * time.Minute
 
 // ErrEndedRun means a button belongs to a release that has ended.
 var ErrEndedRun = errors.New("this approval request belongs to a release that has ended")
 
 // Decide implements Decider.
 func (d TemporalDecider) Decide(ctx context.Context, model, run, kind string, req workflows.DecisionRequest) (workflows.Decision, error) {
-	if run != "" {
-		desc, err := d.Client.DescribeWorkflowExecution(ctx, workflows.WorkflowID(model), "")
-		if err == nil && desc.GetWorkflowExecutionInfo().GetExecution().GetRunId() != run {
-			return workflows.Decision{}, fmt.Errorf("%w: %w", release.ErrRefused, ErrEndedRun)
+	id := workflows.WorkflowID(model)
+	desc, err := d.Client.DescribeWorkflowExecution(ctx, id, "")
+	info := desc.GetWorkflowExecutionInfo()
+	if err == nil && run != "" && info.GetExecution().GetRunId() != run && info.GetFirstRunId() != run {
+		return workflows.Decision{}, fmt.Errorf("%w: %w", release.ErrRefused, ErrEndedRun)
+	}
+	if d.Bridge != nil && err == nil {
+		first := info.GetFirstRunId()
+		if first == "" {
+			first = info.GetExecution().GetRunId()
+		}
+		bridge := release.Signer{Key: d.Bridge, Principal: workflows.SlackPrincipalPrefix + req.Who, Lifetime: BridgeLifetime}
+		if err := bridge.SignDecision(&req, id, first, kind); err != nil {
+			return workflows.Decision{}, fmt.Errorf("sign the click with the bridge key: %w", err)
 		}
 	}
 	return release.Decide(ctx, d.Client, model, kind, req, false)
@@ -51,6 +75,7 @@ type Handler struct {
 	decider Decider
 	secret  string
 	logger  *slog.Logger
+	refused func(kind, reason string)
 	redact  redactor
 	seen    *replays
 	ctx     context.Context
@@ -65,7 +90,11 @@ func NewHandler(ctx context.Context, cfg Config, d Decider) (*Handler, error) {
 	if cfg.BotToken == "" {
 		return nil, errors.New("slack: MLRELEASE_SLACK_BOT_TOKEN is not set")
 	}
-	return &Handler{api: cfg.client(), decider: d, secret: cfg.SigningSecret, logger: cfg.logger(), redact: cfg.redactor(),
+	refused := cfg.Refused
+	if refused == nil {
+		refused = func(string, string) {}
+	}
+	return &Handler{api: cfg.client(), decider: d, secret: cfg.SigningSecret, logger: cfg.logger(), redact: cfg.redactor(), refused: refused,
 		seen: newReplays(10 * time.Minute), ctx: ctx, Timeout: 30 * time.Second}, nil
 }
 
@@ -90,24 +119,26 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := verify(r.Header, body, h.secret); err != nil {
-		h.logger.Warn("slack: refused an interaction", "reason", err.Error(), "remote", r.RemoteAddr)
+		h.refuse("", "slack_signature", err.Error(), "remote", r.RemoteAddr)
 		http.Error(w, "refused: "+err.Error(), http.StatusUnauthorized)
 		return
 	}
 	// A valid signature covers the timestamp and the body: the same signature twice
 	// is the same request twice.
 	if !h.seen.first("sig:" + r.Header.Get("X-Slack-Signature")) {
-		h.logger.Warn("slack: refused a replayed interaction", "remote", r.RemoteAddr)
+		h.refuse("", "replayed", "the same signed request again", "remote", r.RemoteAddr)
 		http.Error(w, "refused: replayed request", http.StatusConflict)
 		return
 	}
 	form, err := url.ParseQuery(string(body))
-	if err != nil {
-		http.Error(w, "bad form", http.StatusBadRequest)
+	if err != nil || !form.Has("payload") {
+		h.refuse("", "malformed", "not a form with a payload (a JSON body?)", "remote", r.RemoteAddr)
+		http.Error(w, "bad form: want application/x-www-form-urlencoded with payload=", http.StatusBadRequest)
 		return
 	}
 	var cb slack.InteractionCallback
 	if err := cb.UnmarshalJSON([]byte(form.Get("payload"))); err != nil {
+		h.refuse("", "malformed", "payload is not an interaction: "+err.Error(), "remote", r.RemoteAddr)
 		http.Error(w, "bad payload", http.StatusBadRequest)
 		return
 	}
@@ -153,6 +184,7 @@ func (h *Handler) Handle(ctx context.Context, cb slack.InteractionCallback) {
 	action := cb.ActionCallback.BlockActions[0]
 	kind := map[string]string{ActionApprove: workflows.Approve, ActionReject: workflows.Reject}[action.ActionID]
 	if kind == "" {
+		h.refuse("", "unknown_action", "action "+action.ActionID+" is not an approval button", "user", cb.User.ID)
 		return
 	}
 	channel := cb.Container.ChannelID
@@ -162,17 +194,21 @@ func (h *Handler) Handle(ctx context.Context, cb slack.InteractionCallback) {
 	user := cb.User.ID
 	t, err := parseTarget(action.Value)
 	if err != nil {
+		h.refuse(kind, "malformed", err.Error(), "user", user)
 		h.explain(ctx, channel, user, err.Error())
 		return
 	}
 	name, groups := h.identify(ctx, cb.User)
 	req := workflows.DecisionRequest{Who: user, Name: name, Groups: groups, Source: "slack"}
+	// The same click always makes the same signed decision, so that the release
+	// refuses a replay of it, whichever worker replica takes it and after restarts.
+	req.Nonce, req.IssuedAt = clickIdentity(cb, action)
 	if kind == workflows.Reject {
 		req.Comment = "rejected in Slack by " + name
 	}
 	d, err := h.decider.Decide(ctx, t.Model, t.Run, kind, req)
 	if errors.Is(err, release.ErrRefused) {
-		h.logger.Info("slack: decision refused", "model", t.Model, "kind", kind, "user", user, "reason", err.Error())
+		h.logger.Warn("slack: decision refused", "model", t.Model, "kind", kind, "user", user, "reason", err.Error())
 		h.explain(ctx, channel, user, fmt.Sprintf("Your %s of %s was refused: %s", kind, t.Model, h.redact.err(err)))
 		return
 	}
@@ -282,4 +318,44 @@ func (r *replays) first(key string) bool {
 
 func decidedOf(d workflows.Decision) notify.Decided {
 	return notify.Decided{Kind: d.Kind, Who: d.Who, Name: d.Name, Source: d.Source, Comment: d.Comment}
+}
+
+// refuse logs and counts an interaction refused before it reached a release.
+func (h *Handler) refuse(kind, reason, why string, attrs ...any) {
+	h.logger.Warn("slack: refused an interaction", append([]any{"reason", reason, "detail", why}, attrs...)...)
+	h.refused(kind, reason)
+}
+
+// clickIdentity is the nonce and issue time of a click: derived from what Slack
+// says about it (team, channel, message, user, action and its time), so that the
+// same click is the same signed decision again.
+func clickIdentity(cb slack.InteractionCallback, a *slack.BlockAction) (string, time.Time) {
+	ts := a.ActionTs
+	if ts == "" {
+		ts = cb.ActionTs
+	}
+	h := sha256.New()
+	for _, part := range []string{"slack-click", cb.Team.ID, cb.Container.ChannelID, cb.Channel.ID, cb.Container.MessageTs,
+		cb.Message.Timestamp, cb.User.ID, a.ActionID, a.BlockID, a.Value, ts} {
+		h.Write([]byte(part))
+		h.Write([]byte{0})
+	}
+	nonce := "slack-" + base64.RawURLEncoding.EncodeToString(h.Sum(nil)[:18])
+	return nonce, slackTime(ts)
+}
+
+// slackTime reads a Slack timestamp ("1700000000.123456"); zero if it is not one.
+func slackTime(ts string) time.Time {
+	sec, frac, _ := strings.Cut(ts, ".")
+	s, err := strconv.ParseInt(sec, 10, 64)
+	if err != nil || s <= 0 {
+		return time.Time{}
+	}
+	var nsec int64
+	if frac != "" {
+		if f, err := strconv.ParseInt((frac + "000000000")[:9], 10, 64); err == nil {
+			nsec = f
+		}
+	}
+	return time.Unix(s, nsec).UTC()
 }

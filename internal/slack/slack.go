@@ -28,6 +28,9 @@ type Config struct {
 	// WebUIURL is the Temporal Web UI, for links to releases.
 	WebUIURL string
 	Logger   *slog.Logger
+	// Refused, when set, counts an interaction the handler refused before it reached
+	// a release (bad Slack signature, replay, malformed, unknown action).
+	Refused func(kind, reason string)
 }
 
 func (c Config) client() *slack.Client {

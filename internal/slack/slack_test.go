@@ -3,16 +3,20 @@ package slack
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -29,6 +33,7 @@ import (
 	"go.temporal.io/sdk/client"
 	tlog "go.temporal.io/sdk/log"
 	"go.temporal.io/sdk/worker"
+	"golang.org/x/crypto/ssh"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/mlrelease/mlrelease/activities"
@@ -36,6 +41,7 @@ import (
 	"github.com/mlrelease/mlrelease/internal/plan"
 	"github.com/mlrelease/mlrelease/internal/registry"
 	"github.com/mlrelease/mlrelease/internal/release"
+	"github.com/mlrelease/mlrelease/internal/signing"
 	"github.com/mlrelease/mlrelease/workflows"
 )
 
@@ -69,6 +75,10 @@ func (s *syncBuffer) String() string {
 
 // rig is a worker whose notifier is Slack (the fake), and the click handler.
 type rig struct {
+	// keys are the CLI users' keys (the plans' allowed signers), bridge the worker's
+	// Slack bridge key.
+	keys    map[string]*release.Signer
+	bridge  ssh.Signer
 	slack   *fakeSlack
 	cfg     Config
 	logs    *syncBuffer
@@ -82,7 +92,10 @@ func newRig(t *testing.T) *rig {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	r := &rig{slack: newFakeSlack(t), logs: &syncBuffer{}}
+	r := &rig{slack: newFakeSlack(t), logs: &syncBuffer{}, keys: map[string]*release.Signer{}}
+	r.bridge = newKey(t)
+	workflows.SetWorkerTrust(workflows.WorkerTrust{SlackBridge: string(ssh.MarshalAuthorizedKey(r.bridge.PublicKey()))})
+	t.Cleanup(func() { workflows.SetWorkerTrust(workflows.WorkerTrust{}) })
 	logger := slog.New(slog.NewJSONHandler(r.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	r.cfg = Config{Slack: config.Slack{BotToken: botToken, Channel: channel, SigningSecret: signingSecret, AppToken: appToken,
 		APIURL: r.slack.GetAPIURL()}, WebUIURL: "http://localhost:8233", Logger: logger}
@@ -102,7 +115,7 @@ func newRig(t *testing.T) *rig {
 	require.NoError(t, w.Start())
 	t.Cleanup(w.Stop)
 
-	r.handler, err = NewHandler(ctx, r.cfg, TemporalDecider{Client: tc})
+	r.handler, err = NewHandler(ctx, r.cfg, TemporalDecider{Client: tc, Bridge: r.bridge})
 	require.NoError(t, err)
 	r.http = httptest.NewServer(r.handler)
 	t.Cleanup(r.http.Close)
@@ -141,9 +154,32 @@ approval:
   timeout: 1h
 ` + approval))
 	require.NoError(t, err)
-	_, err = release.Start(context.Background(), tc, r.reg, release.StartOptions{Plan: p, StartedBy: startedBy, TaskQueue: r.queue})
+	// The starter and alice sign with keys of their own.
+	var lines []string
+	for _, who := range []string{startedBy, "alice"} {
+		lines = append(lines, who+" "+string(ssh.MarshalAuthorizedKey(r.key(t, who).Key.PublicKey())))
+	}
+	p.Approval.AllowedSigners = filepath.Join(t.TempDir(), "allowed_signers")
+	require.NoError(t, os.WriteFile(p.Approval.AllowedSigners, []byte(strings.Join(lines, "")), 0o600))
+	_, err = release.Start(context.Background(), tc, r.reg, release.StartOptions{Plan: p, TaskQueue: r.queue, Signer: r.key(t, startedBy)})
 	require.NoError(t, err)
 	return model
+}
+
+// key is who's key, made on first use.
+func (r *rig) key(t *testing.T, who string) *release.Signer {
+	if r.keys[who] == nil {
+		r.keys[who] = &release.Signer{Key: newKey(t), Principal: who}
+	}
+	return r.keys[who]
+}
+
+func newKey(t *testing.T) ssh.Signer {
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	require.NoError(t, err)
+	s, err := ssh.NewSignerFromKey(priv)
+	require.NoError(t, err)
+	return s
 }
 
 // approvalRequest waits for the model's approval request and returns its post and
@@ -194,8 +230,8 @@ func click(user, action, value, ts string, blocks string) string {
 	p := fmt.Sprintf(`{"type":"block_actions","trigger_id":"trigger-%d","user":{"id":%q,"username":%q,"name":%q},
 	"api_app_id":"A0MLRELEASE","container":{"type":"message","channel_id":%q,"message_ts":%q},"channel":{"id":%q},
 	"message":{"type":"message","ts":%q,"text":"Approval needed","blocks":%s},
-	"actions":[{"type":"button","action_id":%q,"block_id":%q,"value":%q,"action_ts":"1700000100.%06d"}]}`,
-		n, user, strings.ToLower(user), strings.ToLower(user), channel, ts, channel, ts, blocks, action, blockDecide, value, n)
+	"actions":[{"type":"button","action_id":%q,"block_id":%q,"value":%q,"action_ts":"%d.%06d"}]}`,
+		n, user, strings.ToLower(user), strings.ToLower(user), channel, ts, channel, ts, blocks, action, blockDecide, value, time.Now().Unix(), n)
 	return p
 }
 
@@ -357,6 +393,8 @@ func TestHTTPApprovalAndReleaseThread(t *testing.T) {
 	d := res.Status.Decisions[0]
 	assert.Equal(t, workflows.Approve, d.Kind)
 	assert.Equal(t, "U0ALICE", d.Who)
+	assert.Equal(t, "slack:U0ALICE", d.Signer, "signed by the bridge for the Slack user")
+	assert.Equal(t, signing.Fingerprint(r.bridge.PublicKey()), d.Key)
 	assert.Equal(t, "Alice", d.Name)
 	assert.Equal(t, "slack", d.Source)
 	assert.Equal(t, "update", d.Channel)
@@ -462,7 +500,11 @@ func TestSlackDownNeverBlocksARelease(t *testing.T) {
 	defer cancel()
 	final, err := release.Watch(ctx, tc, model, 50*time.Millisecond, func(st workflows.Status) {
 		if st.Stage == workflows.StageAwaitingApproval && len(st.Decisions) == 0 {
-			_, err := release.Decide(ctx, tc, model, workflows.Approve, workflows.DecisionRequest{Who: "alice", Source: "cli"}, false)
+			req := workflows.DecisionRequest{Source: "cli"}
+			run, err := release.ReleaseRun(ctx, tc, model)
+			require.NoError(t, err)
+			require.NoError(t, r.key(t, "alice").SignDecision(&req, workflows.WorkflowID(model), run, workflows.Approve))
+			_, err = release.Decide(ctx, tc, model, workflows.Approve, req, false)
 			assert.NoError(t, err)
 		}
 	})
@@ -475,4 +517,42 @@ func TestSlackDownNeverBlocksARelease(t *testing.T) {
 	for _, s := range secrets {
 		assert.False(t, strings.Contains(logs, s), "secret %.9s... in the logs", s)
 	}
+}
+
+// A click replayed after the worker restarted (its memory of seen requests gone,
+// Slack's signature still fresh) reaches the release again as the same signed
+// decision, and the release refuses it: the replay protection lives in the release.
+func TestClickReplayedAfterRestartIsRefused(t *testing.T) {
+	r := newRig(t)
+	model := r.start(t, "wine-replay", "  approvers: [U0ALICE, U0BOB]\n  quorum: 2\n", "carol")
+	request, value := r.approvalRequest(t, model)
+	ts, blocks := r.tsOf(t, request), request.Form.Get("blocks")
+	click := signed(t, r.http.URL, click("U0ALICE", ActionApprove, value, ts, blocks), signingSecret, time.Now())
+	body, err := io.ReadAll(click.Body)
+	require.NoError(t, err)
+	replay := func(target string) *http.Request {
+		req, err := http.NewRequest(http.MethodPost, target, bytes.NewReader(body))
+		require.NoError(t, err)
+		req.Header = click.Header.Clone()
+		return req
+	}
+	require.Equal(t, http.StatusOK, send(t, replay(r.http.URL)))
+	r.slack.await(t, "first approval shown", func(c call) bool {
+		return c.Method == "chat.update" && c.Form.Get("ts") == ts && strings.Contains(blocksText(c), "1 more approval(s) needed")
+	})
+
+	// The restarted worker: a new handler, which has seen nothing.
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	restarted, err := NewHandler(ctx, r.cfg, TemporalDecider{Client: tc, Bridge: r.bridge})
+	require.NoError(t, err)
+	srv := httptest.NewServer(restarted)
+	t.Cleanup(srv.Close)
+	require.Equal(t, http.StatusOK, send(t, replay(srv.URL)), "Slack's signature is still valid")
+	r.ephemeral(t, "U0ALICE", "replayed: this signed decision")
+	restarted.Wait()
+	st := status(t, model)
+	assert.Equal(t, workflows.StageAwaitingApproval, st.Stage)
+	require.Len(t, st.Decisions, 1, "the replay changed nothing")
+	assert.Contains(t, r.logs.String(), "replayed")
 }

@@ -5,7 +5,9 @@ import (
 	"log/slog"
 	"net/http"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.temporal.io/sdk/client"
+	"golang.org/x/crypto/ssh"
 
 	"github.com/mlrelease/mlrelease/internal/config"
 	"github.com/mlrelease/mlrelease/internal/notify"
@@ -37,12 +39,17 @@ func notifier(cfg config.Worker, logger *slog.Logger) notify.Notifier {
 
 // serveSlack takes approval clicks: on mux at SlackInteractionsPath when a signing
 // secret is set, and over Socket Mode when an app token is set.
-func serveSlack(ctx context.Context, mux *http.ServeMux, c client.Client, cfg config.Worker, logger *slog.Logger) {
+func serveSlack(ctx context.Context, mux *http.ServeMux, c client.Client, cfg config.Worker, logger *slog.Logger,
+	bridge ssh.Signer, refused *prometheus.CounterVec) {
 	if !cfg.Slack.Enabled() || (cfg.Slack.SigningSecret == "" && cfg.Slack.AppToken == "") {
 		return
 	}
 	sc := slackConfig(cfg, logger)
-	h, err := mlslack.NewHandler(ctx, sc, mlslack.TemporalDecider{Client: c})
+	sc.Refused = func(kind, reason string) { refused.WithLabelValues("slack", kind, reason).Inc() }
+	if bridge == nil {
+		logger.Warn("Slack clicks are sent unsigned: set MLRELEASE_SLACK_BRIDGE_KEY, or releases that check signatures refuse them")
+	}
+	h, err := mlslack.NewHandler(ctx, sc, mlslack.TemporalDecider{Client: c, Bridge: bridge})
 	if err != nil {
 		logger.Warn("Slack approvals off", "error", err.Error())
 		return
