@@ -26,6 +26,9 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, c *call) {
 		Header:     g.upstreamHeader(r, c.requestID),
 	}
 	switch {
+	case c.buf != nil:
+		out.Body = c.buf.reader()
+		out.ContentLength = int64(len(c.body))
 	case c.body != nil:
 		// io.NopCloser over a bytes.Reader is a body the Transport knows is in memory:
 		// it then sends the headers and the body in one write, not two.

@@ -34,8 +34,10 @@ type call struct {
 	requestID               string
 	metrics                 *variantMetrics
 	upstream                *url.URL
-	// body is the whole request body when it was small enough to read first.
+	// body is the whole request body when it was small enough to read first; buf
+	// holds it when it is in a pooled buffer.
 	body []byte
+	buf  *bodyBuf
 	code int
 	// answer holds the start of a 2xx answer, to read its predictions.
 	answer *capture
@@ -196,7 +198,15 @@ func (g *Gateway) serveModelPath(w http.ResponseWriter, r *http.Request, model, 
 		metrics: rt.metrics[variant], upstream: upstreamURL(rt.targets[variant], rest, r.URL.RawQuery)}
 	start := time.Now()
 	if r.ContentLength > 0 && r.ContentLength <= g.shadow.opts.MaxBodyBytes {
-		c.body = make([]byte, r.ContentLength)
+		if r.ContentLength >= pooledBodyMin && r.Header["Upgrade"] == nil {
+			c.buf = getBodyBuf(int(r.ContentLength))
+		}
+		if c.buf != nil {
+			defer c.buf.release()
+			c.body = c.buf.b
+		} else {
+			c.body = make([]byte, r.ContentLength)
+		}
 		if _, err := io.ReadFull(r.Body, c.body); err != nil {
 			c.metrics.observe(modePrimary, statusClientClosed, time.Since(start))
 			w.Header().Set(RequestIDHeader, requestID)
@@ -207,7 +217,7 @@ func (g *Gateway) serveModelPath(w http.ResponseWriter, r *http.Request, model, 
 	var cmp *comparison
 	// ShadowShare is checked first so that traffic without a mirror takes one draw.
 	if variant == deploy.Champion && t.ShadowShare > 0 && Mirrored(*t, rand.Float64()) {
-		cmp = g.mirror(r, c.body, rt, rest, requestID)
+		cmp = g.mirror(r, c.body, c.buf, rt, rest, requestID)
 	}
 
 	func() {

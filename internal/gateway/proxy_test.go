@@ -211,3 +211,31 @@ func TestUpgradeIsSpliced(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "ping", string(got))
 }
+
+// A pooled request body stays the request's own while any call still holds it: a
+// shadow copy waiting on a stuck candidate is sent with its own bytes, however many
+// requests of the same size went through meanwhile.
+func TestPooledBodiesAreNotReusedWhileHeld(t *testing.T) {
+	release := make(chan struct{})
+	champion, _ := upstream(t, "champion", nil)
+	candidate, seen := upstream(t, "candidate", release)
+	g, srv := newTestGateway(t, Options{Shadow: ShadowOptions{Workers: 1}})
+	routeTo(t, g, champion.URL, candidate.URL, 100)
+	const size = 8000
+	for i := range 30 {
+		letter := string(rune('a' + i%26))
+		code, body := send(t, http.MethodPost, srv.URL+"/models/m/invocations", "r"+letter, strings.NewReader(strings.Repeat(letter, size)), 0)
+		require.Equal(t, http.StatusOK, code)
+		require.Equal(t, "champion answers "+strings.Repeat(letter, size), body)
+	}
+	close(release)
+	for i := range 30 {
+		select {
+		case r := <-seen:
+			letter := r.header.Get(RequestIDHeader)[1:]
+			assert.Equal(t, strings.Repeat(letter, size), r.body, "shadow copy %d", i)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("shadow copy %d never came", i)
+		}
+	}
+}

@@ -23,6 +23,8 @@ type shadowCopy struct {
 	target *url.URL
 	header http.Header
 	body   []byte
+	// buf, when not nil, holds body; the copy has a reference to it.
+	buf *bodyBuf
 	// cost is what the copy holds against ShadowOptions.MaxQueuedBytes until sent.
 	cost    int64
 	metrics *variantMetrics // the candidate's
@@ -110,7 +112,7 @@ func newMirror(opts ShadowOptions, transport http.RoundTripper, m *metrics, log 
 // and returns the comparison the primary reports to, or nil when the copy was dropped.
 // Otherwise it buffers r's body up to the cap and leaves r.Body reading the same
 // bytes, so the primary sees the request unchanged.
-func (g *Gateway) mirror(r *http.Request, body []byte, rt *route, rest, requestID string) *comparison {
+func (g *Gateway) mirror(r *http.Request, body []byte, buf *bodyBuf, rt *route, rest, requestID string) *comparison {
 	model := rt.applied.Model
 	if q := g.shadow.queue; len(q) == cap(q) || g.shadow.held.Load()+max(r.ContentLength, 0) > g.shadow.opts.MaxQueuedBytes {
 		// Full (a slow candidate): drop before copying anything, so the primary pays
@@ -139,9 +141,16 @@ func (g *Gateway) mirror(r *http.Request, body []byte, rt *route, rest, requestI
 		target:  upstreamURL(rt.targets[deploy.Candidate], rest, r.URL.RawQuery),
 		header:  g.shadowHeader(r, requestID),
 		body:    body,
+		buf:     buf,
 	}
 	c.cost = shadowOverhead + int64(len(body)) + headerBytes(c.header)
+	if buf != nil {
+		buf.hold()
+	}
 	if !g.shadow.offer(c) {
+		if buf != nil {
+			buf.release()
+		}
 		g.metrics.shadowDropped.WithLabelValues(model).Inc()
 		return nil
 	}
@@ -253,7 +262,15 @@ func (m *mirror) send(c shadowCopy) {
 func (m *mirror) roundTrip(ctx context.Context, c shadowCopy) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, c.method, c.target.String(), bytes.NewReader(c.body))
 	if err != nil {
+		if c.buf != nil {
+			c.buf.release()
+		}
 		return nil, err
+	}
+	if c.buf != nil {
+		// The copy's reference passes to the body, which the Transport closes.
+		req.Body = &bodyBufReader{Reader: bytes.NewReader(c.body), bb: c.buf}
+		req.GetBody = nil
 	}
 	if len(c.body) == 0 && c.method != http.MethodPost && c.method != http.MethodPut && c.method != http.MethodPatch {
 		req.Body, req.ContentLength = http.NoBody, 0
