@@ -106,6 +106,12 @@ func (p *Proc) Stop(grace time.Duration) {
 	}
 }
 
+// Kill ends the process at once, as a crash would: SIGKILL to its group.
+func (p *Proc) Kill() {
+	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+	<-p.done
+}
+
 // Stop stops every process, last started first.
 func (s *Stack) Stop() {
 	s.mu.Lock()

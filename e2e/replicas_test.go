@@ -1,0 +1,220 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.temporal.io/sdk/client"
+
+	"github.com/mlrelease/mlrelease/examples/demo/load"
+	"github.com/mlrelease/mlrelease/examples/demo/model"
+	"github.com/mlrelease/mlrelease/internal/config"
+	"github.com/mlrelease/mlrelease/internal/deploy"
+	"github.com/mlrelease/mlrelease/internal/plan"
+	"github.com/mlrelease/mlrelease/internal/registry"
+	"github.com/mlrelease/mlrelease/internal/release"
+	"github.com/mlrelease/mlrelease/internal/scoring"
+	"github.com/mlrelease/mlrelease/internal/stack"
+	"github.com/mlrelease/mlrelease/internal/stack/devserver"
+	"github.com/mlrelease/mlrelease/worker/host"
+	"github.com/mlrelease/mlrelease/workflows"
+)
+
+// replicasPlan releases through three gateway replicas. Each replica counts its own
+// requests, so the queries sum over them; a replica that restarts starts its
+// counters again, which the judges see as a reset (no data for that round).
+const replicasPlan = `
+model: wine
+canary:
+  steps:
+    - {weight: 20, bake: 6s}
+    - {weight: 60, bake: 4s}
+analysis:
+  interval: 2s
+  metrics:
+    - name: error-rate
+      judge: rate
+      query: sum(mlrelease_gateway_requests_total{model="{{.Model}}",variant="{{.Variant}}",version="{{.Version}}",code=~"5.."})
+      totalQuery: sum(mlrelease_gateway_requests_total{model="{{.Model}}",variant="{{.Variant}}",version="{{.Version}}"})
+      tolerance: 0.1
+      minSamples: 20
+      maxHolds: 10
+approval:
+  required: false
+`
+
+// Three gateway processes, the worker's deployer driving all three: one replica is
+// killed (SIGKILL) during the first canary step and kept down until the move to the
+// next step has failed on it; restarted, it serves the routes it had from its state
+// file at once, takes the change on the activity's next try, and the release ends
+// promoted with all three serving the same routes.
+func TestGatewayReplicas(t *testing.T) {
+	root, err := filepath.Abs("..")
+	require.NoError(t, err)
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	procs := &stack.Stack{LogDir: filepath.Join(dir, "logs")}
+	defer procs.Stop()
+
+	// The gateway binary, as it runs in production.
+	bin := filepath.Join(dir, "gateway")
+	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./gateway")
+	build.Dir = root
+	out, err := build.CombinedOutput()
+	require.NoError(t, err, "build the gateway: %s", out)
+
+	// Model servers for versions 1 and 2.
+	ds, err := scoring.LoadCSV(filepath.Join(root, "examples/demo/data/eval.csv"))
+	require.NoError(t, err)
+	endpoints := map[string]string{}
+	for _, v := range stack.DemoVersions[:2] {
+		w, err := model.Load(filepath.Join(root, v.Weights))
+		require.NoError(t, err)
+		h, err := model.NewServer(model.ServerOptions{Weights: w, Version: v.Version, Seed: 7})
+		require.NoError(t, err)
+		endpoints[v.Version] = serve(t, h)
+	}
+
+	// Three replicas, each with its own state file.
+	type replica struct {
+		addr, state string
+		proc        *stack.Proc
+	}
+	replicas := make([]*replica, 3)
+	start := func(i int) {
+		r := replicas[i]
+		p, err := procs.Start(fmt.Sprintf("gateway-%d", i), bin, nil,
+			"MLRELEASE_GATEWAY_LISTEN="+r.addr, "MLRELEASE_GATEWAY_STATE_FILE="+r.state)
+		require.NoError(t, err)
+		require.NoError(t, stack.WaitReady(ctx, p, "http://"+r.addr+"/readyz"))
+		r.proc = p
+	}
+	var urls []string
+	targets := map[string]string{}
+	for i := range replicas {
+		addr, err := stack.FreePort()
+		require.NoError(t, err)
+		replicas[i] = &replica{addr: addr, state: filepath.Join(dir, fmt.Sprintf("gateway-%d.json", i))}
+		start(i)
+		urls = append(urls, "http://"+addr)
+		targets[fmt.Sprintf("gateway-%d", i)] = addr
+	}
+	gateways := deploy.NewGateway(strings.Join(urls, ","), "", nil)
+	_, err = gateways.Apply(ctx, deploy.Traffic{Model: "wine", Champion: deploy.Backend{Version: "1", URL: endpoints["1"]}})
+	require.NoError(t, err)
+
+	promAddr, err := stack.FreePort()
+	require.NoError(t, err)
+	_, err = procs.StartPrometheus(ctx, root, filepath.Join(dir, "prometheus"), promAddr, 500*time.Millisecond, targets)
+	require.NoError(t, err)
+
+	devLog, err := os.Create(filepath.Join(dir, "logs", "temporal.log"))
+	require.NoError(t, err)
+	dev, err := devserver.Start(ctx, devLog)
+	require.NoError(t, err)
+	defer func() { _ = dev.Stop() }()
+
+	reg, err := registry.OpenSQLite(filepath.Join(dir, "registry.db"))
+	require.NoError(t, err)
+	defer reg.Close()
+	require.NoError(t, reg.RegisterVersion(ctx, registry.Version{Model: "wine", Version: "1", Endpoint: endpoints["1"], Aliases: []string{registry.AliasChampion}}))
+	require.NoError(t, reg.RegisterVersion(ctx, registry.Version{Model: "wine", Version: "2", Endpoint: endpoints["2"]}))
+
+	// The worker, its deployer on all three replicas.
+	runCtx, stopWorker := context.WithCancel(ctx)
+	cfg := config.Worker{TaskQueue: "mlrelease-replicas", Registry: "sqlite", RegistryPath: filepath.Join(dir, "registry.db"),
+		GatewayURL: strings.Join(urls, ","), PrometheusURL: "http://" + promAddr, Listen: "127.0.0.1:0", WebUIURL: "http://localhost:8233"}
+	ready := make(chan string, 1)
+	workerDone := make(chan error, 1)
+	go func() {
+		workerDone <- host.Run(runCtx, cfg, client.Options{HostPort: dev.FrontendHostPort(), Namespace: "default"}, slog.New(slog.DiscardHandler), ready)
+	}()
+	defer func() { stopWorker(); <-workerDone }()
+	select {
+	case <-ready:
+	case err := <-workerDone:
+		t.Fatalf("worker stopped at start: %v", err)
+	}
+
+	// Traffic through every replica.
+	for _, u := range urls {
+		go func() {
+			_, _ = load.Run(runCtx, load.Options{URL: u + "/models/wine/invocations", Dataset: ds, Rate: 30, Concurrency: 4, Seed: 1})
+		}()
+	}
+
+	p, err := plan.Parse([]byte(replicasPlan))
+	require.NoError(t, err)
+	_, err = release.Start(ctx, dev.Client(), reg, release.StartOptions{Plan: p, PlanDir: root, Version: "2", StartedBy: "e2e", TaskQueue: cfg.TaskQueue})
+	require.NoError(t, err)
+
+	// Mid-canary: kill replica 1.
+	wctx, reached := context.WithCancel(ctx)
+	_, _ = release.Watch(wctx, dev.Client(), "wine", 100*time.Millisecond, func(s workflows.Status) {
+		if s.Stage == workflows.StageCanary && s.CandidateWeight == 20 {
+			reached()
+		}
+	})
+	require.NoError(t, ctx.Err())
+	replicas[1].proc.Kill()
+
+	// Keep it down until the move to the next step has failed on it at least once.
+	id := workflows.WorkflowID("wine")
+	for failed := false; !failed; {
+		desc, err := dev.Client().DescribeWorkflowExecution(ctx, id, "")
+		require.NoError(t, err)
+		for _, pa := range desc.GetPendingActivities() {
+			if pa.GetActivityType().GetName() == "SetTraffic" && pa.GetAttempt() >= 2 {
+				require.Contains(t, pa.GetLastFailure().GetMessage(), urls[1], "the failure names the replica that is down")
+				failed = true
+			}
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatal("the traffic change never failed on the replica that is down")
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+
+	// Restarted, it serves its routes from its state file at once.
+	start(1)
+	mine, err := deploy.NewGateway(urls[1], "", nil).Current(ctx, "wine")
+	require.NoError(t, err)
+	require.NotNil(t, mine.Candidate, "the restarted replica serves the release's routes")
+	resp, err := http.Post(urls[1]+"/models/wine/invocations", "application/json", strings.NewReader(`{"dataframe_split":{"columns":[],"data":[]}}`))
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.NotEqual(t, http.StatusNotFound, resp.StatusCode, "the restarted replica knows the model")
+
+	var res workflows.Result
+	require.NoError(t, dev.Client().GetWorkflow(ctx, id, "").Get(ctx, &res))
+	require.Equal(t, workflows.OutcomePromoted, res.Outcome, "reason: %s", res.Reason)
+
+	// All three serve the same routes: the new champion alone.
+	cur, err := gateways.Current(ctx, "wine")
+	require.NoError(t, err, "the replicas agree")
+	require.Equal(t, "2", cur.Champion.Version)
+	require.Nil(t, cur.Candidate)
+}
+
+// serve runs h on a loopback port for the test's life and returns its base URL.
+func serve(t *testing.T, h http.Handler) string {
+	t.Helper()
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return "http://" + ln.Addr().String()
+}
