@@ -58,7 +58,8 @@ func (g *Gateway) newProxy(transport http.RoundTripper) *httputil.ReverseProxy {
 		BufferPool: copyBuffers{},
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			c := pr.In.Context().Value(callKey{}).(*call)
-			pr.Out.URL = c.upstream
+			u := *c.upstream // shared by the route's requests: ReverseProxy gets its own
+			pr.Out.URL = &u
 			pr.Out.Host = "" // the model server's own host, not the gateway's
 			if c.body != nil {
 				// A body in memory goes out in the same write as the headers, and without
@@ -195,7 +196,7 @@ func (g *Gateway) serveModelPath(w http.ResponseWriter, r *http.Request, model, 
 	}
 	variant, b := Pick(*t, u)
 	c := &call{model: model, variant: variant, version: b.Version, requestID: requestID,
-		metrics: rt.metrics[variant], upstream: upstreamURL(rt.targets[variant], rest, r.URL.RawQuery)}
+		metrics: rt.metrics[variant], upstream: rt.upstream(variant, rest, r.URL.RawQuery)}
 	start := time.Now()
 	if r.ContentLength > 0 && r.ContentLength <= g.shadow.opts.MaxBodyBytes {
 		if r.ContentLength >= pooledBodyMin && r.Header["Upgrade"] == nil {

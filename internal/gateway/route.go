@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+	"sync/atomic"
 
 	"github.com/mlrelease/mlrelease/internal/deploy"
 )
@@ -72,6 +73,9 @@ type route struct {
 	applied deploy.Applied
 	targets map[string]*url.URL        // by variant
 	metrics map[string]*variantMetrics // by variant
+	// lastURL is, by variant, the upstream URL of the latest request: most requests
+	// to a model go to the same path, and the Transport only reads a request's URL.
+	lastURL map[string]*atomic.Pointer[cachedURL]
 	// stickySeed is StickyDraw's hash state after the model and candidate version.
 	stickySeed uint64
 }
@@ -82,7 +86,8 @@ func newRoute(t deploy.Traffic, m *metrics) (*route, error) {
 	if err := t.Validate(); err != nil {
 		return nil, err
 	}
-	rt := &route{targets: map[string]*url.URL{}, metrics: map[string]*variantMetrics{}}
+	rt := &route{targets: map[string]*url.URL{}, metrics: map[string]*variantMetrics{},
+		lastURL: map[string]*atomic.Pointer[cachedURL]{deploy.Champion: {}, deploy.Candidate: {}}}
 	champion, err := parseUpstream("champion", t.Champion.URL)
 	if err != nil {
 		return nil, err
@@ -129,6 +134,22 @@ func sameTraffic(a, b deploy.Traffic) bool {
 	}
 	return a.Model == b.Model && a.Champion == b.Champion &&
 		a.CandidateWeight == b.CandidateWeight && a.ShadowShare == b.ShadowShare
+}
+
+type cachedURL struct {
+	rest, rawQuery string
+	u              *url.URL
+}
+
+// upstream is upstreamURL for the variant's target; the URL is shared, never changed.
+func (rt *route) upstream(variant, rest, rawQuery string) *url.URL {
+	last := rt.lastURL[variant]
+	if c := last.Load(); c != nil && c.rest == rest && c.rawQuery == rawQuery {
+		return c.u
+	}
+	u := upstreamURL(rt.targets[variant], rest, rawQuery)
+	last.Store(&cachedURL{rest: rest, rawQuery: rawQuery, u: u})
+	return u
 }
 
 // upstreamURL is where a request for {rest} goes on target; the primary and the
