@@ -19,8 +19,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.temporal.io/api/enums/v1"
 	"go.temporal.io/api/operatorservice/v1"
+	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/sdk/client"
 	tlog "go.temporal.io/sdk/log"
+	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/worker"
 
 	"github.com/mlrelease/mlrelease/activities"
@@ -121,29 +123,65 @@ func Run(ctx context.Context, cfg config.Worker, opts client.Options, logger *sl
 
 // ensureSearchAttributes registers the release search attributes that the namespace
 // lacks, so that the Web UI can filter releases and the workflow's upserts succeed.
+// Where the operator API is not the way (Temporal Cloud creates search attributes
+// through its own control plane), it says what to run instead.
 func ensureSearchAttributes(ctx context.Context, c client.Client, namespace string, logger *slog.Logger) error {
 	if namespace == "" {
 		namespace = client.DefaultNamespace
 	}
 	ops := c.OperatorService()
 	have, err := ops.ListSearchAttributes(ctx, &operatorservice.ListSearchAttributesRequest{Namespace: namespace})
+	if notHere(err) {
+		// The attributes may well exist: say how to make sure, and go on.
+		logger.Warn("cannot list the namespace's search attributes; releases need them", "namespace", namespace,
+			"error", err, "create them with", searchAttributeAdvice(namespace, workflows.SearchAttributes))
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("list search attributes of namespace %s: %w", namespace, err)
 	}
+	var missing []temporal.SearchAttributeKey
 	req := &operatorservice.AddSearchAttributesRequest{Namespace: namespace, SearchAttributes: map[string]enums.IndexedValueType{}}
 	for _, k := range workflows.SearchAttributes {
 		if _, ok := have.GetCustomAttributes()[k.GetName()]; !ok {
 			req.SearchAttributes[k.GetName()] = k.GetValueType()
+			missing = append(missing, k)
 		}
 	}
-	if len(req.SearchAttributes) == 0 {
+	if len(missing) == 0 {
 		return nil
 	}
 	if _, err := ops.AddSearchAttributes(ctx, req); err != nil {
-		return fmt.Errorf("register search attributes %v in namespace %s (register them with `temporal operator search-attribute create`): %w", req.SearchAttributes, namespace, err)
+		return fmt.Errorf("register the search attributes releases need in namespace %s (%w); create them with %s, then start the worker again",
+			namespace, err, searchAttributeAdvice(namespace, missing))
 	}
 	logger.Info("registered search attributes", "namespace", namespace, "count", len(req.SearchAttributes))
 	return nil
+}
+
+// notHere reports an error saying the operator API is not available to this client
+// (Temporal Cloud, or an API key without the right), rather than a failure.
+func notHere(err error) bool {
+	var denied *serviceerror.PermissionDenied
+	var unimplemented *serviceerror.Unimplemented
+	return errors.As(err, &denied) || errors.As(err, &unimplemented)
+}
+
+// searchAttributeAdvice says how to create the search attributes by hand: on a
+// self-hosted cluster with the Temporal CLI, on Temporal Cloud with tcld (or the
+// namespace's page in the Cloud UI).
+func searchAttributeAdvice(namespace string, keys []temporal.SearchAttributeKey) string {
+	var cli, cloud []string
+	for _, k := range keys {
+		t := "Keyword"
+		if k.GetValueType() == enums.INDEXED_VALUE_TYPE_INT {
+			t = "Int"
+		}
+		cli = append(cli, fmt.Sprintf("--name %s --type %s", k.GetName(), t))
+		cloud = append(cloud, fmt.Sprintf("--search-attribute '%s=%s'", k.GetName(), t))
+	}
+	return fmt.Sprintf("`temporal operator search-attribute create --namespace %s %s` (self-hosted), or `tcld namespace search-attributes add --namespace %s %s` (Temporal Cloud)",
+		namespace, strings.Join(cli, " "), namespace, strings.Join(cloud, " "))
 }
 
 // startWatcher ensures the release watcher runs when a plans folder is configured.
