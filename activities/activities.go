@@ -329,6 +329,21 @@ func (a *Activities) Analyze(ctx context.Context, in AnalyzeInput) ([]analysis.M
 		default:
 			meas.Value = v
 			meas.Verdict, meas.Message = analysis.JudgeThreshold(m, v)
+			if m.SampleQuery != "" && meas.Verdict != analysis.Error {
+				// The window's sample (plan.Metric.SampleQuery): too few is no data.
+				sq, err := plan.Render(m.SampleQuery, plan.QueryVars{Model: in.Model, Variant: deploy.Candidate, Version: in.Candidate, Interval: window})
+				if err != nil {
+					return nil, nonRetryable(ErrTypeInvalid, fmt.Errorf("metric %s: %w", m.Name, err))
+				}
+				switch n, err := a.Metrics.Value(ctx, sq, now); {
+				case errors.Is(err, analysis.ErrQueryRejected):
+					return nil, classify(fmt.Errorf("metric %s: %w", m.Name, err))
+				case err != nil:
+					meas.Verdict, meas.Message = analysis.Error, err.Error()
+				default:
+					meas.Verdict, meas.Message = analysis.JudgeThresholdSample(m, v, n)
+				}
+			}
 			if b, err := a.Metrics.Value(ctx, bq, now); err == nil {
 				meas.Baseline = b
 			}

@@ -62,6 +62,24 @@ func JudgeThreshold(m plan.Metric, v *float64) (Verdict, string) {
 	return Pass, fmt.Sprintf("%.4g is within %s", *v, bounds(m))
 }
 
+// JudgeThresholdSample is JudgeThreshold for a metric with a SampleQuery: n is the
+// window's sample, and a window below the metric's minimum (or without a sample) is
+// no data, whatever its value: one slow request among fifteen is a p99 of nothing.
+func JudgeThresholdSample(m plan.Metric, v, n *float64) (Verdict, string) {
+	switch {
+	case n != nil && (math.IsInf(*n, 0) || *n < 0):
+		return Error, fmt.Sprintf("the sample query returned %v, not a count", *n)
+	case n == nil || math.IsNaN(*n) || *n < float64(m.MinSampleSize()):
+		got := 0.0
+		if n != nil && !math.IsNaN(*n) {
+			got = *n
+		}
+		return noData(m, fmt.Sprintf("no data: %.0f of the %d samples the window needs", got, m.MinSampleSize()))
+	}
+	verdict, msg := JudgeThreshold(m, v)
+	return verdict, fmt.Sprintf("%s (%.0f samples)", msg, *n)
+}
+
 // noData judges a measurement without data by the metric's policy. A pass says so
 // loudly: the plan asked for it explicitly.
 func noData(m plan.Metric, what string) (Verdict, string) {

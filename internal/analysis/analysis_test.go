@@ -172,3 +172,21 @@ func TestTallyConclude(t *testing.T) {
 }
 
 func intp(i int) *int { return &i }
+
+// A threshold judge with a sample query: a window below the minimum sample is no
+// data, whatever its value (one slow request among fifteen is the p99).
+func TestJudgeThresholdSample(t *testing.T) {
+	m := metric("p99", nil, f(0.25), func(m *plan.Metric) { m.SampleQuery = "n"; m.MinSamples = intp(100) })
+	v, msg := analysis.JudgeThresholdSample(m, f(0.45), f(15))
+	assert.Equal(t, analysis.Hold, v)
+	assert.Equal(t, "no data: 15 of the 100 samples the window needs (policy: hold)", msg)
+	v, msg = analysis.JudgeThresholdSample(m, f(0.45), f(150))
+	assert.Equal(t, analysis.Fail, v)
+	assert.Equal(t, "0.45 is above max 0.25 (150 samples)", msg)
+	v, _ = analysis.JudgeThresholdSample(m, f(0.2), f(150))
+	assert.Equal(t, analysis.Pass, v)
+	v, _ = analysis.JudgeThresholdSample(m, f(0.2), nil)
+	assert.Equal(t, analysis.Hold, v, "no sample is no data")
+	v, _ = analysis.JudgeThresholdSample(m, f(0.2), f(math.Inf(1)))
+	assert.Equal(t, analysis.Error, v)
+}

@@ -102,3 +102,11 @@ func TestLatencyToleranceNeedsBuckets(t *testing.T) {
 	_, err = plan.Parse([]byte(src(`sum(d{v="{{.Variant}}"})`, ", bucketGrowth: 1.2")))
 	assert.ErrorContains(t, err, "tolerance: 0.1 is finer than the histogram's buckets can resolve (bucketGrowth 1.2")
 }
+
+func TestSampleQueryOnlyForThresholds(t *testing.T) {
+	p, err := plan.Parse([]byte("model: m\nanalysis:\n  metrics:\n    - {name: p99, query: q, max: 1, sampleQuery: 'sum(increase(n[{{.Interval}}]))', minSamples: 200}\n"))
+	require.NoError(t, err)
+	assert.Equal(t, []string{"q", "sum(increase(n[{{.Interval}}]))"}, p.Analysis.Metrics[0].Queries())
+	_, err = plan.Parse([]byte("model: m\nanalysis:\n  metrics:\n    - {name: e, judge: rate, query: q, totalQuery: t, sampleQuery: n}\n"))
+	assert.ErrorContains(t, err, "analysis.metrics[0].sampleQuery: is only for the threshold judge")
+}

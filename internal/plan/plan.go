@@ -217,8 +217,14 @@ type Metric struct {
 	MaxJS  *float64 `yaml:"maxJS" json:"maxJS,omitempty"`
 	// MinSamples is the candidate's sample size (requests, labelled predictions,
 	// histogram observations) a rate, latency or drift judge needs since the stage
-	// started before it may pass; below it the measurement holds. Default 100.
+	// started before it may pass; below it the measurement holds. Default 100. For a
+	// threshold judge with a SampleQuery, the sample its window needs.
 	MinSamples *int `yaml:"minSamples" json:"minSamples,omitempty"`
+	// SampleQuery is a threshold judge's sample in the window its query reads (e.g.
+	// sum(increase(mlrelease_gateway_requests_total{...}[{{.Interval}}]))): a window
+	// with fewer than MinSamples is no data, so that a p99 of fifteen requests (the
+	// slowest one) cannot fail a release.
+	SampleQuery string `yaml:"sampleQuery" json:"sampleQuery,omitempty"`
 	// FailureLimit is how many failed measurements a stage tolerates. Default 0.
 	FailureLimit int `yaml:"failureLimit" json:"failureLimit"`
 	// ConsecutiveErrorLimit is how many provider errors in a row (Prometheus
@@ -245,8 +251,11 @@ func (m Metric) Sequential() bool {
 
 // Queries are the metric's query templates.
 func (m Metric) Queries() []string {
-	if m.TotalQuery != "" {
+	switch {
+	case m.TotalQuery != "":
 		return []string{m.Query, m.TotalQuery}
+	case m.SampleQuery != "":
+		return []string{m.Query, m.SampleQuery}
 	}
 	return []string{m.Query}
 }
@@ -646,6 +655,9 @@ func (m Metric) validate(f string) []error {
 	if m.Judge != JudgeRate && m.TotalQuery != "" {
 		bad("totalQuery", "is only for the rate judge")
 	}
+	if m.Judge != JudgeThreshold && m.SampleQuery != "" {
+		bad("sampleQuery", "is only for the threshold judge; the %s judge counts its own sample", m.Judge)
+	}
 	if m.Tolerance < 0 {
 		bad("tolerance", "%v must not be negative", m.Tolerance)
 	}
@@ -661,8 +673,8 @@ func (m Metric) validate(f string) []error {
 	if m.InconclusiveLimit != nil && *m.InconclusiveLimit < 0 {
 		bad("inconclusiveLimit", "%d must not be negative", *m.InconclusiveLimit)
 	}
-	for _, q := range []struct{ field, query string }{{"query", m.Query}, {"totalQuery", m.TotalQuery}} {
-		if q.field == "totalQuery" && q.query == "" {
+	for _, q := range []struct{ field, query string }{{"query", m.Query}, {"totalQuery", m.TotalQuery}, {"sampleQuery", m.SampleQuery}} {
+		if q.field != "query" && q.query == "" {
 			continue
 		}
 		if strings.TrimSpace(q.query) == "" {
