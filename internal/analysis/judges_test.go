@@ -382,3 +382,20 @@ func TestJudgeLatencySparseBucketsAfterRestart(t *testing.T) {
 	assert.Equal(t, analysis.Pass, v, msg)
 	assert.Equal(t, 10.0, ev.CandidateN)
 }
+
+// Stale evidence never passes: while the data plane is down the counters stop, and
+// every round on them is no data (hold), however strong the evidence before.
+func TestJudgeStaleCountsHold(t *testing.T) {
+	m := rateMetric(nil)
+	st := analysis.Start(rateReading(0, 0, 0, 0))
+	v, msg, _, st := analysis.JudgeCounts(m, st, rateReading(156, 1249, 1500, 12000))
+	require.Equal(t, analysis.Pass, v, msg)
+	for range 3 {
+		v, msg, _, st = analysis.JudgeCounts(m, st, rateReading(156, 1249, 1500, 12000))
+		assert.Equal(t, analysis.Hold, v)
+		assert.Contains(t, msg, "no new evidence: 0 candidate and 0 champion trials since the last round (policy: hold)")
+	}
+	// The champion alone moving is no evidence either.
+	v, _, _, _ = analysis.JudgeCounts(m, st, rateReading(156, 1249, 1510, 12100))
+	assert.Equal(t, analysis.Hold, v)
+}
