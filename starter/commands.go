@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mlrelease/mlrelease/internal/deploy"
 	"github.com/mlrelease/mlrelease/internal/plan"
 	"github.com/mlrelease/mlrelease/internal/registry"
 	"github.com/mlrelease/mlrelease/internal/release"
@@ -209,6 +210,7 @@ func (a *app) register(ctx context.Context, args []string) error {
 	fs.Var(&aliases, "alias", "point this alias at the version (repeatable), e.g. champion")
 	meta := mapFlag{}
 	fs.Var(meta, "meta", "metadata key=value (repeatable)")
+	ifAbsent := fs.Bool("if-absent", false, "change nothing when the version is registered already (a setup step run at every start)")
 	pos, err := parse(fs, args, 2, 2)
 	if err != nil {
 		return err
@@ -229,6 +231,14 @@ func (a *app) register(ctx context.Context, args []string) error {
 	}
 	defer reg.Close()
 	v := registry.Version{Model: pos[0], Version: pos[1], Endpoint: *endpoint, Metadata: meta, Aliases: aliases}
+	if *ifAbsent {
+		if have, err := reg.GetVersion(ctx, v.Model, v.Version); err == nil {
+			fmt.Fprintf(a.stdout, "%s %s is registered already (at %s); unchanged\n", have.Model, have.Version, have.Endpoint)
+			return nil
+		} else if !errors.Is(err, registry.ErrNotFound) {
+			return err
+		}
+	}
 	if err := reg.RegisterVersion(ctx, v); err != nil {
 		return err
 	}
@@ -237,6 +247,39 @@ func (a *app) register(ctx context.Context, args []string) error {
 		fmt.Fprintf(a.stdout, " (aliases: %s)", strings.Join(aliases, ", "))
 	}
 	fmt.Fprintf(a.stdout, " in %s\n", cfg.RegistryPath)
+	return nil
+}
+
+// route makes the gateway serve a model it has no route for, from the registry's
+// champion; existing routes stay as they are.
+func (a *app) route(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("route", flag.ContinueOnError)
+	pos, err := parse(fs, args, 1, 1)
+	if err != nil {
+		return err
+	}
+	cfg, err := a.settings()
+	if err != nil {
+		return err
+	}
+	reg, err := registry.Open(cfg.Registry, cfg.RegistryPath)
+	if err != nil {
+		return err
+	}
+	defer reg.Close()
+	routes, set, err := release.EnsureRoute(ctx, reg, deploy.NewGateway(cfg.GatewayURL, cfg.GatewayAdminToken, nil), pos[0])
+	if err != nil {
+		return err
+	}
+	if set {
+		fmt.Fprintf(a.stdout, "%s: the gateway now sends all traffic to champion %s at %s\n", pos[0], routes.Champion.Version, routes.Champion.URL)
+		return nil
+	}
+	fmt.Fprintf(a.stdout, "%s: the gateway has routes already (champion %s", pos[0], routes.Champion.Version)
+	if routes.Candidate != nil {
+		fmt.Fprintf(a.stdout, ", candidate %s at %d%%", routes.Candidate.Version, routes.CandidateWeight)
+	}
+	fmt.Fprintln(a.stdout, "); unchanged")
 	return nil
 }
 

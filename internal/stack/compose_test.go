@@ -78,6 +78,7 @@ var wantServices = []string{
 	"loadgen",
 	"register-champion",
 	"register-candidate",
+	"route-champion",
 }
 
 // Services built from the repo Dockerfile, and the binary each one runs.
@@ -91,6 +92,7 @@ var ourServices = map[string]string{
 
 	"register-champion":  "mlrelease",
 	"register-candidate": "mlrelease",
+	"route-champion":     "mlrelease",
 }
 
 func TestComposeServices(t *testing.T) {
@@ -250,8 +252,13 @@ func TestComposeDependsOn(t *testing.T) {
 			"gateway":              types.ServiceConditionStarted,
 			"prometheus":           types.ServiceConditionStarted,
 		},
+		// The gateway serves the champion before the first request.
 		"loadgen": {
-			"gateway": types.ServiceConditionStarted,
+			"route-champion": types.ServiceConditionCompletedSuccessfully,
+		},
+		"route-champion": {
+			"register-candidate": types.ServiceConditionCompletedSuccessfully,
+			"gateway":            types.ServiceConditionStarted,
 		},
 	}
 	for svc, deps := range want {
@@ -590,4 +597,19 @@ func TestDockerfile(t *testing.T) {
 	for _, need := range []string{"go.mod", "go.sum", "examples/demo", "examples", "worker", "gateway", "starter", "internal", "Dockerfile"} {
 		assert.False(t, slices.Contains(ignored, need) || slices.Contains(ignored, need+"/"), ".dockerignore must not exclude %s", need)
 	}
+}
+
+// Every `up` runs the setup jobs again: they must not move the champion back, and
+// the gateway serves the champion before the load generator's first request.
+func TestComposeSetupIsRepeatable(t *testing.T) {
+	p := loadCompose(t)
+	for _, name := range []string{"register-champion", "register-candidate"} {
+		assert.Contains(t, mustService(t, p, name).Command, "--if-absent", name)
+	}
+	route := mustService(t, p, "route-champion")
+	assert.Equal(t, []string{"mlrelease", "route", "wine"}, []string(route.Command))
+	env := envOf(route)
+	assert.Equal(t, "http://gateway:8080", env["MLRELEASE_GATEWAY_URL"])
+	assert.Equal(t, "dev-token", env["MLRELEASE_GATEWAY_ADMIN_TOKEN"])
+	assert.Equal(t, "/data/registry.db", env["MLRELEASE_REGISTRY_PATH"])
 }
