@@ -100,6 +100,12 @@ func decisionText(d workflows.Decision) string {
 	if d.Comment != "" {
 		s += ": " + d.Comment
 	}
+	switch {
+	case d.Key != "":
+		s += " [signed " + d.Signer + " " + d.Key + "]"
+	case d.Unsigned && !d.Refused:
+		s += " [unsigned]"
+	}
 	if d.Refused {
 		s += " REFUSED: " + d.Reason
 	}
@@ -137,7 +143,20 @@ func statusText(st workflows.Status) string {
 		if st.StartedBy != "" {
 			fmt.Fprintf(&b, " by %s", st.StartedBy)
 		}
+		if st.StarterKey != "" {
+			fmt.Fprintf(&b, " (key %s)", st.StarterKey)
+		}
 		b.WriteString("\n")
+	}
+	if st.Signing != "" {
+		fmt.Fprintf(&b, "  decisions  %s", st.Signing)
+		if st.ReleaseRun != "" {
+			fmt.Fprintf(&b, " (sign for release %s)", st.ReleaseRun)
+		}
+		b.WriteString("\n")
+		if st.TrustNote != "" {
+			fmt.Fprintf(&b, "  trust      %s\n", st.TrustNote)
+		}
 	}
 	fmt.Fprintf(&b, "  canary     %s", progressBar(st.CandidateWeight))
 	if s := stepText(st); s != "" {

@@ -207,6 +207,9 @@ func (s Status) Markdown() string {
 	}
 	b.WriteString("**" + s.Model + "** candidate `" + s.Candidate + "` vs champion `" + s.Champion + "`\n\n")
 	b.WriteString("stage: **" + string(s.Stage) + "**")
+	if s.SigningStatus.Unsigned() {
+		b.WriteString(" · decisions **unsigned**: names are self-asserted")
+	}
 	if s.Paused {
 		b.WriteString(" (paused")
 		if !s.PausedUntil.IsZero() {

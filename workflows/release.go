@@ -328,6 +328,7 @@ func (r *release) moveChampion(ctx workflow.Context) error {
 	tags := map[string]string{TagStage: string(StagePromoting)}
 	if r.Approved != nil {
 		tags[TagApprover] = r.approvedBy()
+		r.signingTags(tags)
 	}
 	return r.record(ctx, activities.RegistryChange{Version: r.Candidate.Version,
 		SetAliases: []string{registry.AliasChampion}, DeleteAliases: []string{registry.AliasChallenger}, Tags: tags,
@@ -619,10 +620,12 @@ func (r *release) approvalMessage(closed bool) notify.Message {
 	m := r.message(r.ApprovalText, r.lastEvidence())
 	m.Kind = notify.KindApproval
 	info := &notify.Approval{Approvers: ap.Approvers, Groups: ap.ApproverGroups, Quorum: ap.Needed(), FourEyes: ap.FourEyes,
-		StartedBy: r.Status.StartedBy, Timeout: ap.Timeout.String(), OnTimeout: ap.OnTimeout, Closed: closed}
+		StartedBy: r.Status.StartedBy, Timeout: ap.Timeout.String(), OnTimeout: ap.OnTimeout, Closed: closed,
+		Unsigned: r.Status.SigningStatus.Unsigned()}
 	for _, d := range r.Status.Decisions {
 		if (d.Kind == Approve || d.Kind == Reject || d.Kind == Abort) && !d.Refused {
-			info.Decisions = append(info.Decisions, notify.Decided{Kind: d.Kind, Who: d.Who, Name: d.Name, Source: d.Source, Comment: d.Comment})
+			info.Decisions = append(info.Decisions, notify.Decided{Kind: d.Kind, Who: d.Who, Name: d.Name, Source: d.Source, Comment: d.Comment,
+				Key: d.Key, Unsigned: d.Unsigned})
 		}
 	}
 	m.Approval = info

@@ -1234,7 +1234,9 @@ func (s *releaseSuite) TestThreadAndApprovalRequest() {
 	s.Require().NotNil(redraw, "the request is redrawn once decided")
 	s.True(redraw.Approval.Closed)
 	s.Require().Len(redraw.Approval.Decisions, 1)
-	s.Equal(notify.Decided{Kind: Approve, Who: "bob", Name: "Bob B.", Source: "slack"}, redraw.Approval.Decisions[0])
+	s.Equal(notify.Decided{Kind: Approve, Who: "bob", Name: "Bob B.", Source: "slack", Unsigned: true}, redraw.Approval.Decisions[0],
+		"the test plan takes typed names: labelled unsigned")
+	s.True(redraw.Approval.Unsigned)
 
 	last := s.notes[len(s.notes)-1]
 	s.Contains(last.Text, "promoted")

@@ -417,3 +417,29 @@ func (r *release) admit(ctx workflow.Context, kind string, req DecisionRequest, 
 	}
 	return r.apply(ctx, kind, checked, channel), nil
 }
+
+// Registry tags of a promotion's attribution.
+const (
+	// TagApproverKey holds the fingerprints of the keys that approved, in order, or
+	// "unsigned".
+	TagApproverKey = "mlrelease.approver.key"
+	// TagSigning is how the release took decisions: signed, or unsigned.
+	TagSigning = "mlrelease.signing"
+)
+
+// signingTags adds the approvals' keys and the signing mode to registry tags.
+func (r *release) signingTags(tags map[string]string) {
+	tags[TagSigning] = ModeSigned
+	if r.Status.SigningStatus.Unsigned() {
+		tags[TagSigning] = "unsigned"
+	}
+	keys := make([]string, 0, len(r.Approvals))
+	for _, d := range r.Approvals {
+		k := d.Key
+		if k == "" {
+			k = "unsigned"
+		}
+		keys = append(keys, k)
+	}
+	tags[TagApproverKey] = strings.Join(keys, ", ")
+}

@@ -176,6 +176,15 @@ func (s *releaseSuite) TestSignedDecisions() {
 	s.Equal(OutcomePromoted, res.Outcome)
 	s.Contains(res.Reason, "approved by bob, carol")
 	s.Len(res.Status.Decisions, 2)
+	tags := map[string]string{}
+	for _, c := range s.changes {
+		if _, ok := c.Tags[TagApprover]; ok {
+			tags = c.Tags
+		}
+	}
+	s.Equal(signing.Fingerprint(bob.signer.PublicKey())+", "+signing.Fingerprint(carol.signer.PublicKey()), tags[TagApproverKey],
+		"the registry records the approvers' keys")
+	s.Equal(ModeSigned, tags[TagSigning])
 }
 
 // TestSignedDecisionByPlanWithoutKeys: a release that trusts no key takes no

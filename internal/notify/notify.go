@@ -76,6 +76,8 @@ type Approval struct {
 	Decisions []Decided `json:"decisions,omitempty"`
 	// Closed says the request takes no more decisions (approved, rejected, ended).
 	Closed bool `json:"closed,omitempty"`
+	// Unsigned says the release takes typed names, not signatures.
+	Unsigned bool `json:"unsigned,omitempty"`
 }
 
 // Decided is one recorded decision.
@@ -85,6 +87,10 @@ type Decided struct {
 	Name    string `json:"name,omitempty"`
 	Source  string `json:"source,omitempty"`
 	Comment string `json:"comment,omitempty"`
+	// Key is the fingerprint of the key that signed the decision; Unsigned marks a
+	// name the caller typed (a release whose plan says approval.unsigned).
+	Key      string `json:"key,omitempty"`
+	Unsigned bool   `json:"unsigned,omitempty"`
 }
 
 // Notifier delivers release updates.

@@ -182,6 +182,9 @@ func approvalBlocks(m notify.Message, webUI string) []slack.Block {
 	if ap.FourEyes {
 		rules += " · *four eyes*: " + orUnknown(ap.StartedBy) + " started it and may not approve"
 	}
+	if ap.Unsigned {
+		rules += " · :warning: *unsigned*: names are self-asserted (approval.unsigned)"
+	}
 	ctx := []slack.MixedElement{mrkdwn(rules)}
 	if link := webLink(webUI, m); link != "" {
 		ctx = append(ctx, mrkdwn("<"+link+"|Open the release in the Temporal Web UI>"))
@@ -230,6 +233,12 @@ func decidedLine(d notify.Decided) string {
 	}
 	if d.Comment != "" {
 		s += ": " + d.Comment
+	}
+	switch {
+	case d.Key != "":
+		s += " · key `" + d.Key + "`"
+	case d.Unsigned:
+		s += " · _unsigned_"
 	}
 	return s
 }

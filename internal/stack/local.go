@@ -58,6 +58,8 @@ type LocalOptions struct {
 	// LoadRate is the demo traffic in requests per second; default 40.
 	LoadRate float64
 	Logger   *slog.Logger
+	// AllowedSigners is the worker's MLRELEASE_ALLOWED_SIGNERS file, when set.
+	AllowedSigners string
 }
 
 // Local is the whole stack for end-to-end tests and benchmarks, in one process but
@@ -73,6 +75,8 @@ type Local struct {
 	// Endpoints maps demo version to model server URL.
 	Endpoints map[string]string
 	Config    config.Worker
+	// WorkerMetricsURL is the worker's /metrics.
+	WorkerMetricsURL string
 
 	dev     *testsuite.DevServer
 	procs   Stack
@@ -163,7 +167,7 @@ func StartLocal(ctx context.Context, o LocalOptions) (_ *Local, err error) {
 
 	// The worker.
 	l.Config = config.Worker{TaskQueue: l.TaskQueue, RegistryPath: filepath.Join(o.Dir, "registry.db"), GatewayURL: l.GatewayURL,
-		PrometheusURL: l.PrometheusURL, Listen: "127.0.0.1:0", WebUIURL: "http://localhost:8233"}
+		PrometheusURL: l.PrometheusURL, Listen: "127.0.0.1:0", WebUIURL: "http://localhost:8233", AllowedSigners: o.AllowedSigners}
 	ready := make(chan string, 1)
 	workerDone := make(chan struct{})
 	l.done = append(l.done, workerDone)
@@ -173,7 +177,8 @@ func StartLocal(ctx context.Context, o LocalOptions) (_ *Local, err error) {
 		workerErr = host.Run(runCtx, l.Config, client.Options{HostPort: l.dev.FrontendHostPort(), Namespace: "default"}, o.Logger.With("component", "worker"), ready)
 	}()
 	select {
-	case <-ready:
+	case addr := <-ready:
+		l.WorkerMetricsURL = "http://" + addr + "/metrics"
 	case <-workerDone:
 		return nil, fmt.Errorf("worker stopped at start: %w", workerErr)
 	case <-ctx.Done():
