@@ -137,17 +137,18 @@ func (g *Gateway) remove(model string) (bool, error) {
 	return true, nil
 }
 
-// maxModelNameLen bounds a model name, which becomes a metric label and a path segment.
-const maxModelNameLen = 128
+// maxModelNameLen bounds a model name, which becomes a metric label and a path
+// segment; the same bound as a release plan's (plan.ValidName).
+const maxModelNameLen = 200
 
-// validModelName accepts 1 to 128 of A-Z a-z 0-9 . _ - starting with a letter or digit:
-// a name is a path segment, a metric label value and a log field.
+// validModelName accepts what a release plan accepts as a model name (1 to 200 of
+// A-Z a-z 0-9 . _ -) except "." and "..": a name is a path segment, a metric label
+// value and a log field.
 func validModelName(field, name string) error {
-	bad := len(name) == 0 || len(name) > maxModelNameLen
+	bad := len(name) == 0 || len(name) > maxModelNameLen || name == "." || name == ".."
 	for i := 0; i < len(name) && !bad; i++ {
 		switch c := name[i]; {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		case (c == '.' || c == '_' || c == '-') && i > 0:
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '.', c == '_', c == '-':
 		default:
 			bad = true
 		}
@@ -159,7 +160,7 @@ func validModelName(field, name string) error {
 	if len(shown) > 64 {
 		shown = shown[:64] + "..."
 	}
-	return fmt.Errorf("%w: %s %q (%d bytes) is not a model name: use 1 to %d of A-Z, a-z, 0-9, '.', '_' and '-', starting with a letter or digit",
+	return fmt.Errorf("%w: %s %q (%d bytes) is not a model name: use 1 to %d of A-Z, a-z, 0-9, '.', '_' and '-' (not \".\" or \"..\")",
 		deploy.ErrInvalid, field, shown, len(name), maxModelNameLen)
 }
 
