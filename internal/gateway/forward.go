@@ -41,8 +41,8 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, c *call) {
 	// Interim answers (103 Early Hints) go to the client as they come; net/http's
 	// Transport drops them unless a trace asks for them.
 	c.w = w
-	trace := &httptrace.ClientTrace{Got1xxResponse: c.got1xx}
-	out = out.WithContext(httptrace.WithClientTrace(r.Context(), trace))
+	c.trace.Got1xxResponse = c.got1xx
+	out = out.WithContext(httptrace.WithClientTrace(r.Context(), &c.trace))
 
 	resp, err := g.transport.RoundTrip(out)
 	c.mu.Lock()
@@ -63,7 +63,7 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, c *call) {
 	// Set on the upstream's headers, so a model server cannot add its own values.
 	h[VariantHeader] = c.metrics.variantValue
 	h[VersionHeader] = c.metrics.versionValue
-	h[RequestIDHeader] = []string{c.requestID}
+	h[RequestIDHeader] = out.Header[RequestIDHeader] // read-only, as the Transport left it
 	if len(resp.Trailer) > 0 {
 		keys := make([]string, 0, len(resp.Trailer))
 		for k := range resp.Trailer {
@@ -139,17 +139,26 @@ func (g *Gateway) upstreamHeader(r *http.Request, requestID string) http.Header 
 	if h["User-Agent"] == nil {
 		h["User-Agent"] = noUserAgent // else the Transport would send Go's own
 	}
+	// One backing array for the values this call sets; each a full slice, so an
+	// append elsewhere copies rather than overwrites its neighbour.
+	vals := make([]string, 4)
+	vals[0], vals[1], vals[3] = r.Host, requestID, g.via
+	h["X-Forwarded-Host"] = vals[0:1:1]
+	h[RequestIDHeader] = vals[1:2:2]
 	if ip, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
-		h["X-Forwarded-For"] = []string{ip}
+		vals[2] = ip
+		h["X-Forwarded-For"] = vals[2:3:3]
 	}
-	h["X-Forwarded-Host"] = []string{r.Host}
 	if r.TLS != nil {
 		h["X-Forwarded-Proto"] = protoHTTPS
 	} else {
 		h["X-Forwarded-Proto"] = protoHTTP
 	}
-	h[RequestIDHeader] = []string{requestID}
-	h["Via"] = append(h["Via"][:len(h["Via"]):len(h["Via"])], g.via)
+	if via := h["Via"]; via != nil {
+		h["Via"] = append(via[:len(via):len(via)], g.via)
+	} else {
+		h["Via"] = vals[3:4:4]
+	}
 	return h
 }
 

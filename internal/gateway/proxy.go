@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/http/httputil"
 	"net/textproto"
 	"net/url"
@@ -42,10 +43,12 @@ type call struct {
 	// answer holds the start of a 2xx answer, to read its predictions.
 	answer *capture
 
-	// w takes interim answers until done (see got1xx).
-	w    http.ResponseWriter
-	mu   sync.Mutex
-	done bool
+	// w takes interim answers until done (see got1xx); trace asks the Transport for
+	// them (in the call, so as not to cost an allocation of its own).
+	w     http.ResponseWriter
+	trace httptrace.ClientTrace
+	mu    sync.Mutex
+	done  bool
 }
 
 // errSwitchedUnasked is a model server's 101 to a request that asked for no upgrade:
