@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/mlrelease/mlrelease/internal/config"
+	"github.com/mlrelease/mlrelease/internal/deploy"
 	"github.com/mlrelease/mlrelease/internal/gateway"
 )
 
@@ -52,6 +53,13 @@ func run(log *slog.Logger) error {
 		return err
 	}
 
+	// The other replicas, when this gateway has some (MLRELEASE_GATEWAY_PEERS).
+	peers := deploy.NewGateway(cfg.Peers, cfg.AdminToken, nil)
+	var peerList func(context.Context) ([]string, error)
+	if cfg.Peers != "" {
+		peerList = peers.Replicas
+	}
+
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	gw, err := gateway.New(gateway.Options{
@@ -64,9 +72,25 @@ func run(log *slog.Logger) error {
 		Shadow: gateway.ShadowOptions{Timeout: cfg.ShadowTimeout, QueueSize: cfg.ShadowQueue,
 			MaxQueuedBytes: cfg.ShadowMaxBytes},
 		Feedback: gateway.FeedbackOptions{TTL: cfg.FeedbackTTL, Capacity: cfg.FeedbackCapacity},
+		Peers:    peerList,
 	})
 	if err != nil {
 		return err
+	}
+	if cfg.Peers != "" {
+		// Before listening: a replica serves its peers' newest routes from its first
+		// request, not from the next release step.
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		list, err := peers.Replicas(ctx)
+		if err == nil {
+			var n int
+			n, err = gw.SyncFromPeers(ctx, list, cfg.AdminToken)
+			log.Info("routes synced from peers", "peers", len(list), "models_adopted", n)
+		}
+		cancel()
+		if err != nil {
+			log.Warn("routes not synced from peers; serving the state file's", "peers", cfg.Peers, "error", err)
+		}
 	}
 
 	srv := &http.Server{

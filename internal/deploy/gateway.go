@@ -125,6 +125,10 @@ func (g *Gateway) each(ctx context.Context, fn func(base string) (Applied, error
 	return out, nil
 }
 
+// Replicas lists the gateway's replicas' base URLs, each address of a dns+ name as
+// its own, as they resolve now.
+func (g *Gateway) Replicas(ctx context.Context) ([]string, error) { return g.resolve(ctx) }
+
 // resolve lists the replicas' base URLs, each address of a dns+ name as its own.
 func (g *Gateway) resolve(ctx context.Context) ([]string, error) {
 	var out []string

@@ -215,6 +215,9 @@ func (g *Gateway) postFeedback(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, err.Error())
 		return
 	case err != nil:
+		if g.forwardFeedback(w, r, f) {
+			return // another replica served the prediction, and joined it
+		}
 		g.metrics.feedbackMisses.WithLabelValues(missUnknown).Inc()
 		writeError(w, http.StatusNotFound, err.Error())
 		return

@@ -65,6 +65,9 @@ type Options struct {
 	AgreementTolerance float64
 	// Now is the clock of the feedback expiry; nil means time.Now.
 	Now func() time.Time
+	// Peers, when set, lists the base URLs of the gateway's other replicas: feedback
+	// this replica cannot join goes to them (see SyncFromPeers for routes).
+	Peers func(context.Context) ([]string, error)
 }
 
 // ShadowOptions bound the work the shadow mirror may do, so that a slow or dead
@@ -128,6 +131,7 @@ type Gateway struct {
 	// it on a request it receives means a route leads back to itself.
 	via      string
 	feedback *feedbackStore
+	peers    func(context.Context) ([]string, error)
 	draining atomic.Bool
 
 	// transport makes every call to a model server; proxy wraps it for upgrades.
@@ -188,6 +192,7 @@ func New(opts Options) (*Gateway, error) {
 		idPrefix:         hex.EncodeToString(prefix[:]) + "-",
 		via:              "1.1 mlrelease-" + hex.EncodeToString(prefix[:]),
 		feedback:         newFeedbackStore(opts.Feedback, opts.Now),
+		peers:            opts.Peers,
 	}
 	if opts.AdminToken != "" {
 		sum := sha256.Sum256([]byte("Bearer " + opts.AdminToken))
