@@ -12,6 +12,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"go.temporal.io/sdk/temporal"
+	"golang.org/x/crypto/ssh"
 
 	"github.com/mlrelease/mlrelease/activities"
 	"github.com/mlrelease/mlrelease/internal/analysis"
@@ -65,6 +66,10 @@ func TestRelease(t *testing.T) {
 
 	p, err := plan.Parse([]byte(fastPlan))
 	require.NoError(t, err)
+	// alice's key is the plan's allowed signer (the worker has none of its own).
+	alice := e2eKey(t, "alice")
+	p.Approval.AllowedSigners = filepath.Join(t.TempDir(), "allowed_signers")
+	require.NoError(t, os.WriteFile(p.Approval.AllowedSigners, []byte("alice "+string(ssh.MarshalAuthorizedKey(alice.Key.PublicKey()))), 0o600))
 	start := func(version string, pl *plan.Plan) {
 		t.Helper()
 		_, err := release.Start(ctx, l.Temporal, l.Registry, release.StartOptions{Plan: pl, PlanDir: filepath.Join(root, "e2e"),
@@ -99,11 +104,20 @@ func TestRelease(t *testing.T) {
 		require.Equal(t, 60, st.CandidateWeight)
 
 		// An approver the plan does not allow is refused and changes nothing.
-		_, err = release.Decide(ctx, l.Temporal, stack.DemoModel, workflows.Approve, workflows.DecisionRequest{Who: "mallory", Comment: "ship it"}, false)
-		require.ErrorContains(t, err, "mallory may not approve")
-		d, err := release.Decide(ctx, l.Temporal, stack.DemoModel, workflows.Approve, workflows.DecisionRequest{Who: "alice", Comment: "metrics look right", Source: "e2e"}, false)
+		// A key the release does not trust is refused and changes nothing.
+		run, err := release.ReleaseRun(ctx, l.Temporal, stack.DemoModel)
+		require.NoError(t, err)
+		signed := func(s *release.Signer, comment string) workflows.DecisionRequest {
+			req := workflows.DecisionRequest{Comment: comment, Source: "e2e"}
+			require.NoError(t, s.SignDecision(&req, workflows.WorkflowID(stack.DemoModel), run, workflows.Approve))
+			return req
+		}
+		_, err = release.Decide(ctx, l.Temporal, stack.DemoModel, workflows.Approve, signed(e2eKey(t, "mallory"), "ship it"), false)
+		require.ErrorContains(t, err, "untrusted key")
+		d, err := release.Decide(ctx, l.Temporal, stack.DemoModel, workflows.Approve, signed(alice, "metrics look right"), false)
 		require.NoError(t, err)
 		require.Equal(t, "alice", d.Who)
+		require.Equal(t, alice.Fingerprint(), d.Key)
 
 		res := result()
 		require.Equal(t, workflows.OutcomePromoted, res.Outcome, "reason: %s", res.Reason)

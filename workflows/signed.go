@@ -188,8 +188,10 @@ func (r *release) startSigning(ctx workflow.Context, in ReleaseInput) {
 	if err := workflow.SideEffect(ctx, func(workflow.Context) any { return currentWorkerTrust() }).Get(&wt); err != nil {
 		wt = WorkerTrust{}
 	}
+	// The workflow ID signatures name is the model's (WorkflowID), not the one the
+	// SDK reports, which a replayer replaces.
 	info := workflow.GetInfo(ctx)
-	r.Signing, r.Status.SigningStatus = resolveTrust(info.WorkflowExecution.ID, in, wt, workflow.Now(ctx))
+	r.Signing, r.Status.SigningStatus = resolveTrust(WorkflowID(in.Plan.Model), in, wt, workflow.Now(ctx))
 	r.Status.ReleaseRun = releaseRun(info)
 }
 
@@ -342,7 +344,7 @@ func (r *release) authenticate(ctx workflow.Context, kind string, req DecisionRe
 	if len(trusted) == 0 {
 		return req, refuseDecision(RefusedUnknownKey, "this release trusts no keys (no allowed signers in its plan or its worker's MLRELEASE_ALLOWED_SIGNERS): it takes no decisions; cancel the workflow to roll it back")
 	}
-	attr, ref := authenticateWith(trusted, info.WorkflowExecution.ID, releaseRun(info), kind, req, now)
+	attr, ref := authenticateWith(trusted, WorkflowID(r.plan.Model), releaseRun(info), kind, req, now)
 	if ref != nil {
 		return req, ref
 	}

@@ -77,6 +77,8 @@ type Local struct {
 	Config    config.Worker
 	// WorkerMetricsURL is the worker's /metrics.
 	WorkerMetricsURL string
+	// TemporalAddress is the dev server's frontend, for the Temporal CLI.
+	TemporalAddress string
 
 	dev     *testsuite.DevServer
 	procs   Stack
@@ -155,6 +157,7 @@ func StartLocal(ctx context.Context, o LocalOptions) (_ *Local, err error) {
 		return nil, err
 	}
 	l.Temporal = l.dev.Client()
+	l.TemporalAddress = l.dev.FrontendHostPort()
 
 	// The registry with the demo versions.
 	l.Registry, err = registry.OpenSQLite(filepath.Join(o.Dir, "registry.db"))
