@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net"
@@ -55,9 +57,9 @@ approval:
 
 // Three gateway processes, the worker's deployer driving all three: one replica is
 // killed (SIGKILL) during the first canary step and kept down until the move to the
-// next step has failed on it; restarted, it serves the routes it had from its state
-// file at once, takes the change on the activity's next try, and the release ends
-// promoted with all three serving the same routes.
+// next step has failed on it; restarted, it serves at once the routes its peers moved
+// to meanwhile; a label joins through any replica; the release ends promoted with all
+// three serving the same routes.
 func TestGatewayReplicas(t *testing.T) {
 	root, err := filepath.Abs("..")
 	require.NoError(t, err)
@@ -92,10 +94,11 @@ func TestGatewayReplicas(t *testing.T) {
 		proc        *stack.Proc
 	}
 	replicas := make([]*replica, 3)
+	var peers string // every replica, as MLRELEASE_GATEWAY_PEERS
 	start := func(i int) {
 		r := replicas[i]
 		p, err := procs.Start(fmt.Sprintf("gateway-%d", i), bin, nil,
-			"MLRELEASE_GATEWAY_LISTEN="+r.addr, "MLRELEASE_GATEWAY_STATE_FILE="+r.state)
+			"MLRELEASE_GATEWAY_LISTEN="+r.addr, "MLRELEASE_GATEWAY_STATE_FILE="+r.state, "MLRELEASE_GATEWAY_PEERS="+peers)
 		require.NoError(t, err)
 		require.NoError(t, stack.WaitReady(ctx, p, "http://"+r.addr+"/readyz"))
 		r.proc = p
@@ -106,9 +109,12 @@ func TestGatewayReplicas(t *testing.T) {
 		addr, err := stack.FreePort()
 		require.NoError(t, err)
 		replicas[i] = &replica{addr: addr, state: filepath.Join(dir, fmt.Sprintf("gateway-%d.json", i))}
-		start(i)
 		urls = append(urls, "http://"+addr)
 		targets[fmt.Sprintf("gateway-%d", i)] = addr
+	}
+	peers = strings.Join(urls, ",")
+	for i := range replicas {
+		start(i)
 	}
 	gateways := deploy.NewGateway(strings.Join(urls, ","), "", nil)
 	_, err = gateways.Apply(ctx, deploy.Traffic{Model: "wine", Champion: deploy.Backend{Version: "1", URL: endpoints["1"]}})
@@ -170,9 +176,9 @@ func TestGatewayReplicas(t *testing.T) {
 	replicas[1].proc.Kill()
 
 	// Keep it down until the move to the next step has failed on it at least once.
-	id := workflows.WorkflowID("wine")
+	wid := workflows.WorkflowID("wine")
 	for failed := false; !failed; {
-		desc, err := dev.Client().DescribeWorkflowExecution(ctx, id, "")
+		desc, err := dev.Client().DescribeWorkflowExecution(ctx, wid, "")
 		require.NoError(t, err)
 		for _, pa := range desc.GetPendingActivities() {
 			if pa.GetActivityType().GetName() == "SetTraffic" && pa.GetAttempt() >= 2 {
@@ -187,18 +193,37 @@ func TestGatewayReplicas(t *testing.T) {
 		}
 	}
 
-	// Restarted, it serves its routes from its state file at once.
+	// Restarted, it serves at once the routes its peers moved to while it was down
+	// (its state file still has the step before), before the activity's next try.
+	others, err := deploy.NewGateway(urls[0]+","+urls[2], "", nil).Current(ctx, "wine")
+	require.NoError(t, err, "the replicas that stayed up agree")
+	require.Equal(t, 60, others.CandidateWeight, "they took the next step")
 	start(1)
 	mine, err := deploy.NewGateway(urls[1], "", nil).Current(ctx, "wine")
 	require.NoError(t, err)
-	require.NotNil(t, mine.Candidate, "the restarted replica serves the release's routes")
+	require.Equal(t, others.Traffic, mine.Traffic, "the restarted replica serves its peers' routes")
+	require.Equal(t, others.Revision, mine.Revision)
 	resp, err := http.Post(urls[1]+"/models/wine/invocations", "application/json", strings.NewReader(`{"dataframe_split":{"columns":[],"data":[]}}`))
 	require.NoError(t, err)
 	resp.Body.Close()
 	require.NotEqual(t, http.StatusNotFound, resp.StatusCode, "the restarted replica knows the model")
 
+	// A label sent to another replica than the one that served the prediction joins.
+	row, err := json.Marshal(scoring.Request{DataframeSplit: &scoring.DataframeSplit{Columns: ds.Columns, Data: ds.Rows[:1]}})
+	require.NoError(t, err)
+	resp, err = http.Post(urls[0]+"/models/wine/invocations", "application/json", bytes.NewReader(row))
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	id := resp.Header.Get("X-Request-Id")
+	require.NotEmpty(t, id)
+	resp, err = http.Post(urls[2]+"/feedback", "application/json", strings.NewReader(fmt.Sprintf(`{"request_id":%q,"label":%q}`, id, ds.Labels[0])))
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode, "feedback joined through another replica")
+
 	var res workflows.Result
-	require.NoError(t, dev.Client().GetWorkflow(ctx, id, "").Get(ctx, &res))
+	require.NoError(t, dev.Client().GetWorkflow(ctx, wid, "").Get(ctx, &res))
 	require.Equal(t, workflows.OutcomePromoted, res.Outcome, "reason: %s", res.Reason)
 
 	// All three serve the same routes: the new champion alone.
