@@ -72,6 +72,11 @@ func run(ctx context.Context) error {
 		}
 	}
 	token := randomToken()
+	// Demo keys for alice and bob; the worker trusts them (signed decisions).
+	allowedSigners, people, err := demoKeys(state)
+	if err != nil {
+		return err
+	}
 	up := func(name, program string, args []string, ready func(*stack.Proc) error, env ...string) error {
 		p, err := bin(program)
 		if err != nil {
@@ -158,7 +163,8 @@ func run(ctx context.Context) error {
 	if err := up("worker", "worker", nil, httpReady("http://"+workerAddr+"/healthz"),
 		"TEMPORAL_ADDRESS="+fmt.Sprintf("127.0.0.1:%d", temporalPort), "TEMPORAL_NAMESPACE=default",
 		"MLRELEASE_REGISTRY_PATH="+filepath.Join(state, "registry.db"), "MLRELEASE_GATEWAY_URL=http://"+gatewayAddr,
-		"MLRELEASE_GATEWAY_ADMIN_TOKEN="+token, "MLRELEASE_PROMETHEUS_URL=http://"+prometheusAddr, "MLRELEASE_WORKER_LISTEN="+workerAddr); err != nil {
+		"MLRELEASE_GATEWAY_ADMIN_TOKEN="+token, "MLRELEASE_PROMETHEUS_URL=http://"+prometheusAddr, "MLRELEASE_WORKER_LISTEN="+workerAddr,
+		"MLRELEASE_ALLOWED_SIGNERS="+allowedSigners); err != nil {
 		return err
 	}
 
@@ -172,7 +178,7 @@ func run(ctx context.Context) error {
 			return err
 		}
 		if _, err := release.Start(ctx, c, reg, release.StartOptions{Plan: p, PlanDir: filepath.Join(root, filepath.Dir(planFile)),
-			StartedBy: startedBy(), TaskQueue: workflows.TaskQueue}); err != nil {
+			StartedBy: startedBy(), TaskQueue: workflows.TaskQueue, Signer: people["alice"]}); err != nil {
 			return err
 		}
 		fmt.Printf("\nstarted a release of model %s, version 2 against champion 1 (%s)\n", stack.DemoModel, planFile)
@@ -182,10 +188,15 @@ func run(ctx context.Context) error {
   release:     %s
   Prometheus:  http://%s
   watch it:    bin/mlrelease watch %s
-  approve it:  bin/mlrelease approve %s --as alice --comment "looks good"
-               (it waits for approval after the canary steps, about 3 minutes in)
-  or reject:   bin/mlrelease reject %s --as alice --comment "not yet"
-  try a bad one afterwards: bin/mlrelease start -f %s --version 3
+  approve it:  bin/mlrelease approve %s --as bob --key .mlrelease/keys/bob --comment "looks good"
+               (it waits for approval after the canary steps, about 3 minutes in;
+               alice started it with her key .mlrelease/keys/alice, bob approves with his)
+  or reject:   bin/mlrelease reject %s --as bob --key .mlrelease/keys/bob --comment "not yet"
+  a forged approval is refused (no signature):
+               bin/temporal workflow update execute --workflow-id release/wine --name approve --input '{"who":"alice"}'
+  a signed input for the Web UI's Send an Update or the Temporal CLI:
+               bin/mlrelease sign approve wine --as bob --key .mlrelease/keys/bob --comment "looks good"
+  try a bad one afterwards: bin/mlrelease start -f %s --version 3 --as alice --key .mlrelease/keys/alice
 
 Ctrl-C stops everything.
 `, webUI, release.WebUIURL(webUI, "default", workflows.WorkflowID(stack.DemoModel)), prometheusAddr,
