@@ -71,7 +71,7 @@ func run(log *slog.Logger) error {
 		RoutingKeyHeader: cfg.RoutingKeyHeader,
 		Shadow: gateway.ShadowOptions{Timeout: cfg.ShadowTimeout, QueueSize: cfg.ShadowQueue,
 			MaxQueuedBytes: cfg.ShadowMaxBytes},
-		Feedback: gateway.FeedbackOptions{TTL: cfg.FeedbackTTL, Capacity: cfg.FeedbackCapacity},
+		Feedback: gateway.FeedbackOptions{TTL: cfg.FeedbackTTL, Capacity: cfg.FeedbackCapacity, Token: cfg.FeedbackToken},
 		Peers:    peerList,
 	})
 	if err != nil {

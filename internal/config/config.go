@@ -35,6 +35,9 @@ type Gateway struct {
 	// is the most predictions kept for that.
 	FeedbackTTL      time.Duration `envconfig:"GATEWAY_FEEDBACK_TTL" default:"1h"`
 	FeedbackCapacity int           `envconfig:"GATEWAY_FEEDBACK_CAPACITY" default:"100000"`
+	// FeedbackToken, when set, is the bearer token POST /feedback requires, so that
+	// only the holder (the labelling pipeline) can label predictions. A secret.
+	FeedbackToken string `envconfig:"GATEWAY_FEEDBACK_TOKEN"`
 	// Peers names the gateway's other replicas, as MLRELEASE_GATEWAY_URL does for the
 	// worker (a comma list, or dns+http://NAME:PORT): a replica takes their newest
 	// routes when it starts, and passes them feedback it cannot join.

@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,6 +22,10 @@ type FeedbackOptions struct {
 	// Capacity is the most predictions kept; the oldest make room. Default 100,000
 	// (about 6 MB).
 	Capacity int
+	// Token, when set, is the bearer token POST /feedback requires: without it
+	// anyone who reaches the gateway could label a prediction first (request IDs are
+	// random, but a client's own X-Request-Id is what the client chose).
+	Token string
 }
 
 func (o *FeedbackOptions) setDefaults() {
@@ -62,11 +68,30 @@ type feedbackStore struct {
 	seq      uint64
 	variants []*variantMetrics    // bounded by the series that exist anyway
 	index    map[[3]string]uint32 // model, variant, version -> variants index
+
+	// wantAuth is the SHA-256 of the Authorization header POST /feedback requires;
+	// nil when no token is set.
+	wantAuth *[sha256.Size]byte
 }
 
 func newFeedbackStore(opts FeedbackOptions, now func() time.Time) *feedbackStore {
-	return &feedbackStore{ttl: opts.TTL, now: now, entries: map[uint64]pending{}, ring: make([]slot, opts.Capacity),
+	s := &feedbackStore{ttl: opts.TTL, now: now, entries: map[uint64]pending{}, ring: make([]slot, opts.Capacity),
 		index: map[[3]string]uint32{}}
+	if opts.Token != "" {
+		sum := sha256.Sum256([]byte("Bearer " + opts.Token))
+		s.wantAuth = &sum
+	}
+	return s
+}
+
+// authorized reports whether r carries the feedback token, when one is set. The
+// token is compared as a hash in constant time and never logged or echoed.
+func (s *feedbackStore) authorized(r *http.Request) bool {
+	if s.wantAuth == nil {
+		return true
+	}
+	got := sha256.Sum256([]byte(r.Header.Get("Authorization")))
+	return subtle.ConstantTimeCompare(got[:], s.wantAuth[:]) == 1
 }
 
 // hashString is FNV-1a with splitmix64's finalizer (see drawFrom).
@@ -189,6 +214,11 @@ type FeedbackResult struct {
 const maxFeedbackBody = 4 << 10
 
 func (g *Gateway) postFeedback(w http.ResponseWriter, r *http.Request) {
+	if !g.feedback.authorized(r) {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="mlrelease-feedback"`)
+		writeError(w, http.StatusUnauthorized, "missing or wrong feedback bearer token")
+		return
+	}
 	var f Feedback
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxFeedbackBody))
 	dec.DisallowUnknownFields()

@@ -3,6 +3,7 @@ package gateway
 import (
 	"bytes"
 	"context"
+	cryptorand "crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -14,7 +15,6 @@ import (
 	"net/http/httputil"
 	"net/textproto"
 	"net/url"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -262,15 +262,13 @@ func (g *Gateway) routingKey(r *http.Request) string {
 const maxRequestIDLen = 128
 
 // requestID is the client's X-Request-Id when it is a short token, else a new one:
-// this process's random prefix and a counter, unique without a random draw per request.
+// 128 random bits (crypto/rand), so that no one can guess another client's ID and
+// label its prediction first (POST /feedback).
 func (g *Gateway) requestID(r *http.Request) string {
 	if id := r.Header.Get(RequestIDHeader); id != "" && validRequestID(id) {
 		return id
 	}
-	buf := make([]byte, 0, len(g.idPrefix)+14)
-	buf = append(buf, g.idPrefix...)
-	buf = strconv.AppendUint(buf, g.idCounter.Add(1), 36)
-	return string(buf)
+	return cryptorand.Text()
 }
 
 func validRequestID(id string) bool {
