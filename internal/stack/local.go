@@ -60,6 +60,8 @@ type LocalOptions struct {
 	Logger   *slog.Logger
 	// AllowedSigners is the worker's MLRELEASE_ALLOWED_SIGNERS file, when set.
 	AllowedSigners string
+	// Slack configures the worker's Slack app (off when its bot token is empty).
+	Slack config.Slack
 }
 
 // Local is the whole stack for end-to-end tests and benchmarks, in one process but
@@ -170,7 +172,8 @@ func StartLocal(ctx context.Context, o LocalOptions) (_ *Local, err error) {
 
 	// The worker.
 	l.Config = config.Worker{TaskQueue: l.TaskQueue, RegistryPath: filepath.Join(o.Dir, "registry.db"), GatewayURL: l.GatewayURL,
-		PrometheusURL: l.PrometheusURL, Listen: "127.0.0.1:0", WebUIURL: "http://localhost:8233", AllowedSigners: o.AllowedSigners}
+		PrometheusURL: l.PrometheusURL, Listen: "127.0.0.1:0", WebUIURL: "http://localhost:8233", AllowedSigners: o.AllowedSigners,
+		Slack: o.Slack}
 	ready := make(chan string, 1)
 	workerDone := make(chan struct{})
 	l.done = append(l.done, workerDone)
