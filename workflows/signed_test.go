@@ -3,6 +3,9 @@ package workflows
 import (
 	"crypto/ed25519"
 	"crypto/rand"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -267,4 +270,43 @@ func TestResolveTrust(t *testing.T) {
 	in = ReleaseInput{Plan: plan.Plan{Model: "wine", Candidate: "2"}, StartedBy: "alice", StartTrust: StartTrust{StartSigned: signedStart(alice)}}
 	st, _ = resolveTrust("release/wine", in, WorkerTrust{AllowedSigners: alice.allowed()}, now)
 	require.False(t, st.StartVerified)
+}
+
+// TestOpenSSHSignedApproval: a decision signed with Debian's ssh-keygen -Y sign over
+// the statement is taken by the release, as the CLI's own would be.
+func (s *releaseSuite) TestOpenSSHSignedApproval() {
+	t := s.T()
+	dir := t.TempDir()
+	key := filepath.Join(dir, "carol")
+	out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "carol", "-f", key).CombinedOutput()
+	s.Require().NoError(err, "ssh-keygen: %s", out)
+	pub, err := os.ReadFile(key + ".pub")
+	s.Require().NoError(err)
+
+	p := s.testPlanWith(func(p *plan.Plan) {
+		p.Approval.Unsigned = false
+		p.Approval.Approvers = []string{"carol"}
+	})
+	in := ReleaseInput{Plan: p, StartedBy: "ci"}
+	in.AllowedSigners = `carol namespaces="mlrelease" ` + string(pub)
+	approve := s.sendAt(duringApproval, "carol", Approve, func() DecisionRequest {
+		now := s.env.Now().UTC().Truncate(time.Second)
+		req := DecisionRequest{Who: "carol", Comment: "signed with ssh-keygen", Source: "ssh-keygen",
+			Signed: Signed{Release: s.status().ReleaseRun, IssuedAt: now, ExpiresAt: now.Add(5 * time.Minute), Nonce: "openssh-1"}}
+		msg := filepath.Join(dir, "statement")
+		s.Require().NoError(os.WriteFile(msg, req.Statement(WorkflowID(p.Model), Approve).Message(), 0o600))
+		out, err := exec.Command("ssh-keygen", "-Y", "sign", "-f", key, "-n", "mlrelease", msg).CombinedOutput()
+		s.Require().NoError(err, "ssh-keygen -Y sign: %s", out)
+		sig, err := os.ReadFile(msg + ".sig")
+		s.Require().NoError(err)
+		req.Signature = string(sig)
+		return req
+	})
+	s.env.ExecuteWorkflow(ReleaseWorkflow, in)
+	s.Require().True(s.env.IsWorkflowCompleted())
+	d, err := approve()
+	s.Require().NoError(err)
+	s.Equal("carol", d.Who)
+	s.NotEmpty(d.Key)
+	s.Equal(OutcomePromoted, s.result().Outcome)
 }

@@ -38,8 +38,8 @@ type Statement struct {
 }
 
 // Message is the exact text that is signed: one quoted field a line, so that no
-// field can spill into another. `mlrelease sign --print-message` shows it, and
-// `ssh-keygen -Y sign -n mlrelease` over these bytes makes a valid signature.
+// field can spill into another. `ssh-keygen -Y sign -n mlrelease` over these bytes
+// makes a valid signature (README, Security model, shows one).
 func (s Statement) Message() []byte {
 	var b bytes.Buffer
 	b.WriteString("mlrelease decision v1\n")
