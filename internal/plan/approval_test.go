@@ -25,4 +25,9 @@ func TestApprovalGroupsQuorumFourEyes(t *testing.T) {
 	require.ErrorContains(t, err, "approval.quorum: -1 must not be negative")
 	_, err = Parse([]byte(base + "  required: true\n  approverGroups: ['']\n"))
 	require.ErrorContains(t, err, "approval.approverGroups[0]")
+	_, err = Parse([]byte(base + "  required: true\n  approvers: [a]\n  unsigned: true\n  allowedSigners: team.allowed\n"))
+	require.ErrorContains(t, err, `approval.unsigned: true conflicts with approval.allowedSigners "team.allowed"`)
+	p, err := Parse([]byte(base + "  required: true\n  approvers: [a]\n  allowedSigners: team.allowed\n"))
+	require.NoError(t, err)
+	require.Equal(t, "team.allowed", p.Approval.AllowedSigners)
 }
