@@ -14,7 +14,7 @@ MLRELEASE_MLFLOW_VENV ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/mlrelease/venv-m
 export MLRELEASE_MLFLOW_VENV
 PYTHON ?= python3
 
-.PHONY: run test build temporal prometheus mlflow kube-apiserver bench bench-gateway vet clean
+.PHONY: run test build temporal prometheus mlflow kube-apiserver chromium bench bench-gateway vet clean
 
 ## run: the local stack (Temporal dev server + Web UI, Prometheus, gateway, demo models,
 ## load, worker) and a release of the demo model; Ctrl-C stops it all.
@@ -22,7 +22,7 @@ run: build temporal prometheus
 	$(BIN)/localstack
 
 ## test: every test, including the end-to-end release on the real dev server and Prometheus.
-test: temporal prometheus mlflow kube-apiserver
+test: temporal prometheus mlflow kube-apiserver chromium
 	$(GO) vet ./...
 	$(GO) test -p 2 -count=1 -timeout 30m ./...
 
@@ -64,6 +64,14 @@ kube-apiserver:
 	echo "building kube-apiserver $(KUBERNETES_VERSION) into bin/ (once; several minutes)"; \
 	cd tools/kubeapiserver && $(GO) build -o $(BIN)/kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver && \
 	echo $(KUBERNETES_VERSION) > $(BIN)/.kube-apiserver-version
+
+## chromium: Debian's chromium, for the test that opens release reports in a real browser.
+chromium:
+	@if command -v chromium >/dev/null || command -v chromium-browser >/dev/null; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing chromium from Debian's packages"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
+	else echo "the report tests need chromium (Debian/Ubuntu: sudo apt-get install chromium)" >&2; exit 1; fi
 
 ## mlflow: MLflow and scikit-learn (examples/mlflow/requirements.txt, pinned) in a cached
 ## virtual environment; once per machine (about 2 minutes), then nothing.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -147,8 +148,9 @@ func TestGatewayReplicas(t *testing.T) {
 		workerDone <- host.Run(runCtx, cfg, client.Options{HostPort: dev.FrontendHostPort(), Namespace: "default"}, slog.New(slog.DiscardHandler), ready)
 	}()
 	defer func() { stopWorker(); <-workerDone }()
+	var workerAddr string
 	select {
-	case <-ready:
+	case workerAddr = <-ready:
 	case err := <-workerDone:
 		t.Fatalf("worker stopped at start: %v", err)
 	}
@@ -225,6 +227,19 @@ func TestGatewayReplicas(t *testing.T) {
 	var res workflows.Result
 	require.NoError(t, dev.Client().GetWorkflow(ctx, wid, "").Get(ctx, &res))
 	require.Equal(t, workflows.OutcomePromoted, res.Outcome, "reason: %s", res.Reason)
+
+	// The worker serves the release's report, latest and by run.
+	for _, path := range []string{"/releases/wine", "/releases/wine/" + res.Status.ReleaseRun} {
+		resp, err := http.Get("http://" + workerAddr + path)
+		require.NoError(t, err)
+		page, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		require.NoError(t, err)
+		require.Equal(t, http.StatusOK, resp.StatusCode, "%s: %s", path, page)
+		require.Contains(t, string(page), `class="outcome promoted"`, path)
+		require.Contains(t, string(page), "error-rate", path)
+		require.Contains(t, string(page), "rollback at", path, "the rate judge's evidence path")
+	}
 
 	// All three serve the same routes: the new champion alone.
 	cur, err := gateways.Current(ctx, "wine")

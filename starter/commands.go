@@ -43,12 +43,7 @@ func (a *app) start(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	var reg registry.Registry
-	if cfg.Registry == registry.KindMLflow {
-		reg, err = registry.Open(cfg.Registry, "")
-	} else {
-		reg, err = openRegistry(cfg.RegistryPath, false)
-	}
+	reg, err := openAnyRegistry(cfg)
 	if err != nil {
 		return err
 	}
@@ -262,7 +257,7 @@ func (a *app) route(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	reg, err := registry.Open(cfg.Registry, cfg.RegistryPath)
+	reg, err := openAnyRegistry(cfg)
 	if err != nil {
 		return err
 	}

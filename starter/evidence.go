@@ -8,7 +8,6 @@ import (
 	"io"
 	"strings"
 
-	"github.com/mlrelease/mlrelease/internal/registry"
 	"github.com/mlrelease/mlrelease/internal/release"
 )
 
@@ -32,12 +31,7 @@ func (a *app) evidence(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	var reg registry.Registry
-	if cfg.Registry == registry.KindMLflow {
-		reg, err = registry.Open(cfg.Registry, "")
-	} else {
-		reg, err = openRegistry(cfg.RegistryPath, false)
-	}
+	reg, err := openAnyRegistry(cfg)
 	if err != nil {
 		return err
 	}

@@ -59,7 +59,7 @@ type command struct {
 var commands = map[string]command{}
 
 // order is how help lists the commands.
-var order = []string{"start", "status", "watch", "list", "approve", "reject", "pause", "resume", "abort", "sign", "register", "route", "evidence"}
+var order = []string{"start", "status", "watch", "list", "approve", "reject", "pause", "resume", "abort", "sign", "register", "route", "evidence", "report"}
 
 func init() {
 	commands["start"] = command{"-f plan.yaml [--version V] [--as WHO] [--key FILE | --unsigned]", "check the plan and the registry, then start the release", (*app).start}
@@ -74,6 +74,7 @@ func init() {
 	commands["sign"] = command{"DECISION MODEL [--comment C] [--as WHO] [--key FILE] [--ttl 10m] [--release RUN]",
 		"print a signed decision: the --input of `temporal workflow update execute`, or the Web UI's Send an Update", (*app).sign}
 	commands["register"] = command{"MODEL VERSION --endpoint URL [--alias champion] [--meta k=v ...] [--if-absent]", "add a version to the local registry", (*app).register}
+	commands["report"] = command{"MODEL [-o FILE] [--run RUN] | --history FILE [-o FILE]", "the release as one HTML page: outcome, timeline, every metric against the champion with its evidence, decisions", (*app).report}
 	commands["route"] = command{"MODEL", "make the gateway serve a model it has no route for, from its champion (existing routes stay)", (*app).route}
 }
 

@@ -28,10 +28,12 @@ func GetEvidence(ctx context.Context, reg registry.Registry, model, firstRunID s
 	if err != nil {
 		return Evidence{}, fmt.Errorf("read the audit log of model %s: %w", model, err)
 	}
-	return evidenceOf(model, firstRunID, events)
+	return EvidenceOf(model, firstRunID, events)
 }
 
-func evidenceOf(model, firstRunID string, events []registry.Event) (Evidence, error) {
+// EvidenceOf reads the rounds of one release (or the latest, firstRunID empty) among
+// a model's audit events.
+func EvidenceOf(model, firstRunID string, events []registry.Event) (Evidence, error) {
 	ev := Evidence{Model: model, FirstRunID: firstRunID, Rounds: []workflows.AnalysisRound{}}
 	if ev.FirstRunID == "" {
 		// The latest release with audited rounds.

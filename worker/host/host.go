@@ -30,6 +30,8 @@ import (
 	"github.com/mlrelease/mlrelease/internal/config"
 	"github.com/mlrelease/mlrelease/internal/deploy"
 	"github.com/mlrelease/mlrelease/internal/registry"
+	"github.com/mlrelease/mlrelease/internal/release"
+	"github.com/mlrelease/mlrelease/internal/report"
 	"github.com/mlrelease/mlrelease/internal/scoring"
 	"github.com/mlrelease/mlrelease/workflows"
 )
@@ -90,6 +92,8 @@ func Run(ctx context.Context, cfg config.Worker, opts client.Options, logger *sl
 	mux.Handle("/metrics", promhttp.HandlerFor(metrics, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
 	serveSlack(ctx, mux, c, cfg, logger, bridge, refused)
+	// Release reports: /releases/MODEL and /releases/MODEL/RUN.
+	mux.Handle("GET /releases/", report.Handler(c, reg, func(id string) string { return release.WebUIURL(cfg.WebUIURL, opts.Namespace, id) }, logger))
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen on MLRELEASE_WORKER_LISTEN %s: %w", cfg.Listen, err)

@@ -1,0 +1,89 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/mlrelease/mlrelease/internal/config"
+	"github.com/mlrelease/mlrelease/internal/registry"
+	"github.com/mlrelease/mlrelease/internal/release"
+	"github.com/mlrelease/mlrelease/internal/report"
+)
+
+// report writes a release's report: one self-contained HTML page.
+func (a *app) report(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("report", flag.ContinueOnError)
+	out := fs.String("o", "", "write the page to this file (default: standard output)")
+	history := fs.String("history", "", "draw a release from its exported history (temporal workflow show --output json), with no server")
+	run := fs.String("run", "", "a run ID of an earlier release of the model (default: its latest release)")
+	pos, err := parse(fs, args, 0, 1)
+	if err != nil {
+		return err
+	}
+	var r report.Release
+	switch {
+	case *history != "":
+		f, err := os.Open(*history)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if r, err = report.FromHistory(f); err != nil {
+			return fmt.Errorf("%s: %w", *history, err)
+		}
+	case len(pos) == 1:
+		cfg, err := a.settings()
+		if err != nil {
+			return err
+		}
+		reg, err := openAnyRegistry(cfg)
+		if err != nil {
+			return err
+		}
+		defer reg.Close()
+		c, ns, err := a.dial()
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		link := func(id string) string { return release.WebUIURL(cfg.WebUIURL, ns, id) }
+		if *run != "" {
+			r, err = report.LoadRun(ctx, c, reg, pos[0], *run, link)
+		} else {
+			r, err = report.Load(ctx, c, reg, pos[0], link)
+		}
+		if err != nil {
+			return err
+		}
+	default:
+		return usagef("name a MODEL, or --history FILE")
+	}
+	var w io.Writer = a.stdout
+	if *out != "" {
+		f, err := os.Create(*out)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		w = f
+	}
+	if err := report.Write(w, r); err != nil {
+		return err
+	}
+	if *out != "" {
+		fmt.Fprintf(a.stderr, "report of %s written to %s\n", r.Status.ReleaseID, *out)
+	}
+	return nil
+}
+
+// openAnyRegistry opens the configured registry: MLflow's server, or the local
+// SQLite file, which must exist (only `register` creates it).
+func openAnyRegistry(cfg config.Worker) (registry.Registry, error) {
+	if cfg.Registry == registry.KindMLflow {
+		return registry.Open(cfg.Registry, "")
+	}
+	return openRegistry(cfg.RegistryPath, false)
+}
