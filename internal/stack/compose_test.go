@@ -79,6 +79,7 @@ var wantServices = []string{
 	"register-champion",
 	"register-candidate",
 	"route-champion",
+	"grafana",
 }
 
 // Services built from the repo Dockerfile, and the binary each one runs.
@@ -597,6 +598,21 @@ func TestDockerfile(t *testing.T) {
 	for _, need := range []string{"go.mod", "go.sum", "examples/demo", "examples", "worker", "gateway", "starter", "internal", "Dockerfile"} {
 		assert.False(t, slices.Contains(ignored, need) || slices.Contains(ignored, need+"/"), ".dockerignore must not exclude %s", need)
 	}
+}
+
+// Grafana is provisioned with the Prometheus datasource and the dashboard that
+// examples/compose/grafana's test checks.
+func TestComposeGrafana(t *testing.T) {
+	p := loadCompose(t)
+	g := mustService(t, p, "grafana")
+	var mounts []string
+	for _, v := range g.Volumes {
+		mounts = append(mounts, v.Target)
+		_, err := os.Stat(v.Source)
+		assert.NoError(t, err, "grafana mounts %s", v.Source)
+	}
+	assert.ElementsMatch(t, []string{"/etc/grafana/provisioning", "/var/lib/grafana/dashboards"}, mounts)
+	assert.Equal(t, types.ServiceConditionStarted, g.DependsOn["prometheus"].Condition)
 }
 
 // Every `up` runs the setup jobs again: they must not move the champion back, and
