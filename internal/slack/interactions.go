@@ -317,7 +317,7 @@ func (r *replays) first(key string) bool {
 }
 
 func decidedOf(d workflows.Decision) notify.Decided {
-	return notify.Decided{Kind: d.Kind, Who: d.Who, Name: d.Name, Source: d.Source, Comment: d.Comment}
+	return notify.Decided{Kind: d.Kind, Who: d.Who, Name: d.Name, Source: d.Source, Comment: d.Comment, Key: d.Key, Unsigned: d.Unsigned}
 }
 
 // refuse logs and counts an interaction refused before it reached a release.

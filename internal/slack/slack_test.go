@@ -404,6 +404,7 @@ func TestHTTPApprovalAndReleaseThread(t *testing.T) {
 	edit := r.slack.await(t, "approval request edited", func(c call) bool {
 		return c.Method == "chat.update" && c.Form.Get("ts") == requestTS && strings.Contains(blocksText(c), "Approved by <@U0ALICE> (Alice) via slack")
 	})
+	assert.Contains(t, blocksText(edit), signing.Fingerprint(r.bridge.PublicKey()), "the thread shows the key that signed")
 	assert.NotContains(t, edit.Form.Get("blocks"), ActionApprove)
 	r.slack.await(t, "status line promoted", func(c call) bool {
 		return c.Method == "chat.update" && c.Form.Get("ts") == openingTS && strings.Contains(c.Form.Get("blocks"), "promoted: every gate passed")
@@ -460,7 +461,8 @@ func TestSocketModeQuorumAndFourEyes(t *testing.T) {
 	aliceClick := envelope("env-alice", click("U0ALICE", ActionApprove, value, ts, blocks))
 	r.slack.SendToWebsocket(aliceClick)
 	first := r.slack.await(t, "request edited after the first approval", func(c call) bool {
-		return c.Method == "chat.update" && c.Form.Get("ts") == ts && strings.Contains(blocksText(c), "Approved by <@U0ALICE> (Alice) via slack · 1 more approval(s) needed")
+		return c.Method == "chat.update" && c.Form.Get("ts") == ts && strings.Contains(blocksText(c), "Approved by <@U0ALICE> (Alice) via slack") &&
+			strings.Contains(blocksText(c), "· 1 more approval(s) needed")
 	})
 	assert.Contains(t, first.Form.Get("blocks"), ActionApprove, "buttons stay until the quorum is met")
 	// Slack redelivers an envelope it thinks was not acknowledged: handled once.
@@ -555,4 +557,43 @@ func TestClickReplayedAfterRestartIsRefused(t *testing.T) {
 	assert.Equal(t, workflows.StageAwaitingApproval, st.Stage)
 	require.Len(t, st.Decisions, 1, "the replay changed nothing")
 	assert.Contains(t, r.logs.String(), "replayed")
+}
+
+// Requests that are not approval clicks are refused with a log line and counted: a
+// JSON body, a payload that is not an interaction, an unknown action, a malformed
+// button value.
+func TestMalformedInteractionsAreLoggedAndCounted(t *testing.T) {
+	var mu sync.Mutex
+	counted := map[string]int{}
+	r := newRig(t)
+	r.cfg.Refused = func(kind, reason string) {
+		mu.Lock()
+		defer mu.Unlock()
+		counted[reason]++
+	}
+	h, err := NewHandler(context.Background(), r.cfg, TemporalDecider{Client: tc, Bridge: r.bridge})
+	require.NoError(t, err)
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+
+	jsonBody := signed(t, srv.URL, "x", signingSecret, time.Now())
+	body := `{"type":"block_actions"}`
+	jsonBody.Body = io.NopCloser(strings.NewReader(body))
+	jsonBody.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(strings.NewReader(body)), nil }
+	jsonBody.ContentLength = int64(len(body))
+	stamp := jsonBody.Header.Get("X-Slack-Request-Timestamp")
+	mac := hmac.New(sha256.New, []byte(signingSecret))
+	fmt.Fprintf(mac, "v0:%s:%s", stamp, body)
+	jsonBody.Header.Set("X-Slack-Signature", "v0="+hex.EncodeToString(mac.Sum(nil)))
+	jsonBody.Header.Set("Content-Type", "application/json")
+	assert.Equal(t, http.StatusBadRequest, send(t, jsonBody), "a JSON body")
+	assert.Equal(t, http.StatusBadRequest, send(t, signed(t, srv.URL, "not json", signingSecret, time.Now())), "not an interaction")
+	assert.Equal(t, http.StatusOK, send(t, signed(t, srv.URL, click("U0ALICE", "mlrelease_unknown", `{"model":"wine"}`, "1.2", "[]"), signingSecret, time.Now())))
+	assert.Equal(t, http.StatusOK, send(t, signed(t, srv.URL, click("U0ALICE", ActionApprove, "not-a-target", "1.2", "[]"), signingSecret, time.Now())))
+	h.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	assert.Equal(t, map[string]int{"malformed": 3, "unknown_action": 1}, counted)
+	logs := r.logs.String()
+	assert.Equal(t, 4, strings.Count(logs, "refused an interaction"), "each refusal is logged:\n%s", logs)
 }
