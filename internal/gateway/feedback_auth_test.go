@@ -60,3 +60,16 @@ func TestRequestIDsAreUnguessable(t *testing.T) {
 	r.Header.Set(RequestIDHeader, "client-chosen-1")
 	require.Equal(t, "client-chosen-1", g.requestID(r), "a client's own ID is kept")
 }
+
+// BenchmarkRequestID is the cost of a gateway-made request ID (128 bits from crypto/rand).
+func BenchmarkRequestID(b *testing.B) {
+	g, err := New(Options{Registerer: prometheus.NewRegistry()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	r := httptest.NewRequest(http.MethodPost, "/models/m/invocations", nil)
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = g.requestID(r)
+	}
+}
