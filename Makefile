@@ -14,7 +14,7 @@ MLRELEASE_MLFLOW_VENV ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/mlrelease/venv-m
 export MLRELEASE_MLFLOW_VENV
 PYTHON ?= python3
 
-.PHONY: run test build temporal prometheus mlflow kube-apiserver chromium bench bench-gateway vet clean
+.PHONY: run test build temporal prometheus mlflow kube-apiserver chromium openssh bench bench-gateway vet clean
 
 ## run: the local stack (Temporal dev server + Web UI, Prometheus, gateway, demo models,
 ## load, worker) and a release of the demo model; Ctrl-C stops it all.
@@ -22,7 +22,7 @@ run: build temporal prometheus
 	$(BIN)/localstack
 
 ## test: every test, including the end-to-end release on the real dev server and Prometheus.
-test: temporal prometheus mlflow kube-apiserver chromium
+test: temporal prometheus mlflow kube-apiserver chromium openssh
 	$(GO) vet ./...
 	$(GO) test -p 2 -count=1 -timeout 30m ./...
 
@@ -64,6 +64,14 @@ kube-apiserver:
 	echo "building kube-apiserver $(KUBERNETES_VERSION) into bin/ (once; several minutes)"; \
 	cd tools/kubeapiserver && $(GO) build -o $(BIN)/kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver && \
 	echo $(KUBERNETES_VERSION) > $(BIN)/.kube-apiserver-version
+
+## openssh: ssh-keygen and ssh-agent, for the tests of signed decisions against OpenSSH.
+openssh:
+	@if command -v ssh-keygen >/dev/null && command -v ssh-agent >/dev/null; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing OpenSSH's client tools from Debian's packages"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssh-client >/dev/null; \
+	else echo "the signing tests need ssh-keygen and ssh-agent (Debian/Ubuntu: sudo apt-get install openssh-client)" >&2; exit 1; fi
 
 ## chromium: Debian's chromium, for the test that opens release reports in a real browser.
 chromium:
