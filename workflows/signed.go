@@ -38,8 +38,10 @@ const (
 	MaxSignatureLifetime = time.Hour
 	// clockSkew is how far in the future a signature's issue time may be.
 	clockSkew = 5 * time.Minute
-	// maxTrustText bounds the allowed signers a release carries (rule 10).
-	maxTrustText = 64 << 10
+	// MaxTrustText bounds the allowed signers a release carries (rule 10).
+	MaxTrustText = 64 << 10
+	// maxTrustedKeysShown bounds the keys the status lists.
+	maxTrustedKeysShown = 20
 )
 
 // Why a decision was refused: the reason label of MetricRefused.
@@ -241,8 +243,8 @@ func resolveTrust(workflowID string, in ReleaseInput, wt WorkerTrust, now time.T
 			notes = append(notes, "approval.unsigned was not honoured: the worker requires signatures")
 		}
 	}
-	if len(text) > maxTrustText {
-		notes = append(notes, fmt.Sprintf("the allowed signers are %d bytes, more than %d: none are trusted", len(text), maxTrustText))
+	if len(text) > MaxTrustText {
+		notes = append(notes, fmt.Sprintf("the allowed signers are %d bytes, more than %d: none are trusted", len(text), MaxTrustText))
 		text, all = "", nil
 	}
 	st.AllowedSigners = text
@@ -250,7 +252,11 @@ func resolveTrust(workflowID string, in ReleaseInput, wt WorkerTrust, now time.T
 	if st.Mode == ModeUnsigned {
 		status.Signing = "unsigned: names are self-asserted (approval.unsigned)"
 	}
-	for _, s := range all {
+	for i, s := range all {
+		if i == maxTrustedKeysShown {
+			status.TrustedKeys = append(status.TrustedKeys, fmt.Sprintf("and %d more", len(all)-i))
+			break
+		}
 		status.TrustedKeys = append(status.TrustedKeys, s.Principals+" "+signing.Fingerprint(s.Key))
 	}
 	return st, status

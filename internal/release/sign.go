@@ -120,6 +120,9 @@ func readAllowedSigners(path, planDir string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("approval.allowedSigners: %w", err)
 	}
+	if len(b) > workflows.MaxTrustText {
+		return "", fmt.Errorf("approval.allowedSigners %s is %d bytes, more than the %d a release carries", path, len(b), workflows.MaxTrustText)
+	}
 	signers, err := signing.ParseAllowedSigners(b)
 	if err != nil {
 		return "", fmt.Errorf("approval.allowedSigners %s: %w", path, err)

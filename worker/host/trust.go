@@ -25,6 +25,9 @@ func loadTrust(cfg config.Worker) (workflows.WorkerTrust, ssh.Signer, error) {
 		if err != nil {
 			return wt, nil, fmt.Errorf("MLRELEASE_ALLOWED_SIGNERS: %w", err)
 		}
+		if len(b) > workflows.MaxTrustText {
+			return wt, nil, fmt.Errorf("MLRELEASE_ALLOWED_SIGNERS %s is %d bytes, more than the %d a release carries", path, len(b), workflows.MaxTrustText)
+		}
 		signers, err := signing.ParseAllowedSigners(b)
 		if err != nil {
 			return wt, nil, fmt.Errorf("MLRELEASE_ALLOWED_SIGNERS %s: %w", path, err)
