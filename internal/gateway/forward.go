@@ -124,7 +124,11 @@ func (g *Gateway) upstreamHeader(r *http.Request, requestID string) http.Header 
 		switch k {
 		case "Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization",
 			"Te", "Trailer", "Transfer-Encoding", "Upgrade",
-			"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", ShadowHeader:
+			"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", ShadowHeader,
+			// The client's 100-continue was answered by this server when the body was
+			// read; asked again, a model server that never says 100 would hold the body
+			// back for the Transport's ExpectContinueTimeout.
+			"Expect":
 			continue
 		}
 		if connection != nil && hasToken(connection, k) {

@@ -239,3 +239,31 @@ func TestPooledBodiesAreNotReusedWhileHeld(t *testing.T) {
 		}
 	}
 }
+
+// A client's Expect: 100-continue is answered by the gateway's server; the model
+// server is not asked again, so it cannot hold the body back.
+func TestExpectContinueStaysWithTheGateway(t *testing.T) {
+	champion, seen := upstream(t, "champion", nil)
+	candidate, seenShadow := upstream(t, "candidate", nil)
+	g, srv := newTestGateway(t, Options{})
+	routeTo(t, g, champion.URL, candidate.URL, 100)
+	for _, body := range []io.Reader{strings.NewReader("{}"), io.MultiReader(strings.NewReader("{}"))} {
+		req, err := http.NewRequest(http.MethodPost, srv.URL+"/models/m/invocations", body)
+		require.NoError(t, err)
+		req.Header.Set("Expect", "100-continue")
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		got, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		assert.Equal(t, "champion answers {}", string(got))
+		r := <-seen
+		assert.Empty(t, r.header.Get("Expect"))
+		select {
+		case r := <-seenShadow:
+			assert.Empty(t, r.header.Get("Expect"))
+			assert.Equal(t, "{}", r.body)
+		case <-time.After(5 * time.Second):
+			t.Fatal("no shadow copy")
+		}
+	}
+}

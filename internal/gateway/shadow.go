@@ -172,7 +172,7 @@ func (g *Gateway) shadowHeader(r *http.Request, requestID string) http.Header {
 		switch k {
 		case "Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization",
 			"Te", "Trailer", "Transfer-Encoding", "Upgrade",
-			"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", ShadowHeader:
+			"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", ShadowHeader, "Expect":
 			continue
 		}
 		if connection != nil && hasToken(connection, k) {
