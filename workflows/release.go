@@ -130,7 +130,7 @@ func (r *release) resolve(ctx workflow.Context) error {
 	return r.record(ctx, activities.RegistryChange{
 		Version:    r.Candidate.Version,
 		SetAliases: []string{registry.AliasChallenger},
-		Tags:       map[string]string{TagRelease: r.Status.ReleaseID, TagStage: string(StageDeploying)},
+		Tags:       map[string]string{TagRelease: r.Status.ReleaseID, TagStage: string(StageDeploying), TagSigning: r.signingLabel()},
 		Event: registry.Event{Kind: "release_started", Actor: r.Status.StartedBy,
 			Message: fmt.Sprintf("release of version %s against champion %s started", r.Candidate.Version, r.Champion.Version)},
 	})

@@ -435,12 +435,17 @@ const (
 	TagSigning = "mlrelease.signing"
 )
 
+// signingLabel is the registry's label of how the release takes decisions.
+func (r *release) signingLabel() string {
+	if r.Status.SigningStatus.Unsigned() {
+		return "unsigned"
+	}
+	return ModeSigned
+}
+
 // signingTags adds the approvals' keys and the signing mode to registry tags.
 func (r *release) signingTags(tags map[string]string) {
-	tags[TagSigning] = ModeSigned
-	if r.Status.SigningStatus.Unsigned() {
-		tags[TagSigning] = "unsigned"
-	}
+	tags[TagSigning] = r.signingLabel()
 	keys := make([]string, 0, len(r.Approvals))
 	for _, d := range r.Approvals {
 		k := d.Key
