@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/workflow"
 
 	"github.com/mlrelease/mlrelease/internal/signing"
@@ -23,6 +24,10 @@ import (
 // MetricRefused counts refused decisions, by source, kind and reason; the worker
 // serves it on /metrics.
 const MetricRefused = "mlrelease_decisions_refused_total"
+
+// ErrTypeRefused is the application error type of a refused decision; its detail is
+// the reason (RefusedUnsigned, ...).
+const ErrTypeRefused = "DecisionRefused"
 
 // StartKind is the statement kind of a signed start.
 const StartKind = "start"
@@ -405,7 +410,11 @@ func (r *release) screen(ctx workflow.Context, kind string, req DecisionRequest,
 			"source", req.Source, "channel", channel, "error", ref.err.Error())
 		workflow.GetMetricsHandler(ctx).WithTags(map[string]string{"source": "workflow", "kind": kind, "reason": ref.reason}).
 			Counter(MetricRefused).Inc(1)
-		return req, ref
+		if channel == "signal" {
+			return req, ref // recorded in the status as the refusal's reason
+		}
+		return req, temporal.NewApplicationErrorWithOptions(ref.err.Error(), ErrTypeRefused,
+			temporal.ApplicationErrorOptions{NonRetryable: true, Details: []any{ref.reason}})
 	}
 	return checked, nil
 }
