@@ -4,6 +4,8 @@ package workflows
 // breaks the build; ask before moving it.
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"slices"
@@ -14,6 +16,7 @@ import (
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/workflow"
 
+	"github.com/mlrelease/mlrelease/internal/plan"
 	"github.com/mlrelease/mlrelease/internal/signing"
 )
 
@@ -112,11 +115,20 @@ type StartTrust struct {
 	// StartSigned signs the start: a statement of kind "start" for the workflow ID,
 	// no release yet, StartedBy as signer and StartComment(plan) as comment.
 	StartSigned *Signed `json:"startSigned,omitempty"`
+
+	// startComment, when set, is the comment a release started before version 2
+	// of signed decisions verifies its start with.
+	startComment string
 }
 
-// StartComment is the comment a start's signature covers.
-func StartComment(model, candidate string) string {
-	return fmt.Sprintf("release model %s version %s", model, candidate)
+// StartComment is the comment a start's signature covers: the model and version,
+// the approval policy and the plan's allowed signers (by SHA-256), so that a start's
+// signature cannot be reused for a release that trusts other keys or asks less.
+func StartComment(p plan.Plan, allowedSigners string) string {
+	ap := p.Approval
+	sum := sha256.Sum256([]byte(allowedSigners))
+	return fmt.Sprintf("release model %s version %s; approval required=%t approvers=%q groups=%q quorum=%d fourEyes=%t unsigned=%t; allowed signers sha256:%s",
+		p.Model, p.Candidate, ap.Required, ap.Approvers, ap.ApproverGroups, ap.Needed(), ap.FourEyes, ap.Unsigned, hex.EncodeToString(sum[:]))
 }
 
 // SigningStatus is how the release authenticates decisions (Status embeds it).
@@ -186,10 +198,16 @@ func currentWorkerTrust() WorkerTrust {
 // startSigning fixes the release's trust when a new release starts. Releases
 // started before signed decisions replay unsigned, as they ran.
 func (r *release) startSigning(ctx workflow.Context, in ReleaseInput) {
-	if workflow.GetVersion(ctx, "signed-decisions", workflow.DefaultVersion, 1) == workflow.DefaultVersion {
+	// Version 1 signed starts over the model and version only; 2 also over the
+	// approval policy and the plan's allowed signers (StartComment).
+	v := workflow.GetVersion(ctx, "signed-decisions", workflow.DefaultVersion, 2)
+	if v == workflow.DefaultVersion {
 		r.Signing = signingState{Mode: ModeLegacy}
 		r.Status.SigningStatus = SigningStatus{Signing: ModeLegacy}
 		return
+	}
+	if v == 1 {
+		in.startComment = fmt.Sprintf("release model %s version %s", in.Plan.Model, in.Plan.Candidate)
 	}
 	var wt WorkerTrust
 	if err := workflow.SideEffect(ctx, func(workflow.Context) any { return currentWorkerTrust() }).Get(&wt); err != nil {
@@ -284,7 +302,11 @@ func verifyStart(workflowID string, in ReleaseInput, trusted signing.AllowedSign
 	if s == nil || s.Signature == "" {
 		return "", errors.New("the start is not signed")
 	}
-	req := DecisionRequest{Who: in.StartedBy, Comment: StartComment(in.Plan.Model, in.Plan.Candidate), Source: "cli", Signed: *s}
+	comment := in.startComment
+	if comment == "" {
+		comment = StartComment(in.Plan, in.AllowedSigners)
+	}
+	req := DecisionRequest{Who: in.StartedBy, Comment: comment, Source: "cli", Signed: *s}
 	id, ref := authenticateWith(trusted, workflowID, "", StartKind, req, now)
 	if ref != nil {
 		return "", ref

@@ -88,7 +88,7 @@ func (s *releaseSuite) TestSignedDecisions() {
 	})
 	in := ReleaseInput{Plan: p, StartedBy: "alice"}
 	in.AllowedSigners = strings.Join([]string{alice.allowed(), bob.allowed(), carol.allowed()}, "\n")
-	start := DecisionRequest{Comment: StartComment(p.Model, p.Candidate), Source: "cli"}
+	start := DecisionRequest{Comment: StartComment(p, in.AllowedSigners), Source: "cli"}
 	start = alice.sign(t, start, StartKind, "", s.env.Now())
 	in.StartSigned = &start.Signed
 
@@ -234,15 +234,15 @@ func TestResolveTrust(t *testing.T) {
 	alice, bob, bridge := newTestKey(t, "alice"), newTestKey(t, "bob"), newTestKey(t, "bridge")
 	now := time.Date(2026, 11, 29, 16, 0, 0, 0, time.UTC)
 	p := plan.Plan{Model: "iris", Candidate: "2"}
-	signedStart := func(k testKey) *Signed {
-		req := DecisionRequest{Comment: StartComment("iris", "2"), Source: "cli"}
+	signedStart := func(k testKey, allowed string) *Signed {
+		req := DecisionRequest{Comment: StartComment(p, allowed), Source: "cli"}
 		req = k.sign(t, req, StartKind, "", now)
 		return &req.Signed
 	}
 	bridgeLine := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(bridge.signer.PublicKey())))
 
 	// The worker's keys are the root: plan keys count when one of them signed the start.
-	in := ReleaseInput{Plan: p, StartedBy: "alice", StartTrust: StartTrust{AllowedSigners: bob.allowed(), StartSigned: signedStart(alice)}}
+	in := ReleaseInput{Plan: p, StartedBy: "alice", StartTrust: StartTrust{AllowedSigners: bob.allowed(), StartSigned: signedStart(alice, bob.allowed())}}
 	st, status := resolveTrust("release/iris", in, WorkerTrust{AllowedSigners: alice.allowed(), SlackBridge: bridgeLine}, now)
 	require.Equal(t, ModeSigned, st.Mode)
 	require.True(t, st.StartVerified)
@@ -250,7 +250,7 @@ func TestResolveTrust(t *testing.T) {
 	require.Contains(t, status.TrustedKeys[2], "slack:*")
 
 	// A start the worker's keys did not sign: the plan's keys are ignored.
-	in = ReleaseInput{Plan: p, StartedBy: "bob", StartTrust: StartTrust{AllowedSigners: bob.allowed(), StartSigned: signedStart(bob)}}
+	in = ReleaseInput{Plan: p, StartedBy: "bob", StartTrust: StartTrust{AllowedSigners: bob.allowed(), StartSigned: signedStart(bob, bob.allowed())}}
 	st, status = resolveTrust("release/iris", in, WorkerTrust{AllowedSigners: alice.allowed()}, now)
 	require.False(t, st.StartVerified)
 	require.Len(t, status.TrustedKeys, 1)
@@ -267,8 +267,22 @@ func TestResolveTrust(t *testing.T) {
 
 	// A start signed for another model does not verify.
 	p.Approval.Unsigned = false
-	in = ReleaseInput{Plan: plan.Plan{Model: "wine", Candidate: "2"}, StartedBy: "alice", StartTrust: StartTrust{StartSigned: signedStart(alice)}}
+	in = ReleaseInput{Plan: plan.Plan{Model: "wine", Candidate: "2"}, StartedBy: "alice", StartTrust: StartTrust{StartSigned: signedStart(alice, "")}}
 	st, _ = resolveTrust("release/wine", in, WorkerTrust{AllowedSigners: alice.allowed()}, now)
+	require.False(t, st.StartVerified)
+
+	// alice's start signature reused with other plan keys, or a weaker approval, does
+	// not verify: the plan's keys are then ignored.
+	aliceStart := signedStart(alice, bob.allowed())
+	mallory := newTestKey(t, "mallory")
+	in = ReleaseInput{Plan: p, StartedBy: "alice", StartTrust: StartTrust{AllowedSigners: mallory.allowed(), StartSigned: aliceStart}}
+	st, status = resolveTrust("release/iris", in, WorkerTrust{AllowedSigners: alice.allowed()}, now)
+	require.False(t, st.StartVerified)
+	require.Contains(t, status.TrustNote, "the plan's allowed signers were ignored")
+	weaker := p
+	weaker.Approval.FourEyes = !p.Approval.FourEyes
+	in = ReleaseInput{Plan: weaker, StartedBy: "alice", StartTrust: StartTrust{AllowedSigners: bob.allowed(), StartSigned: aliceStart}}
+	st, _ = resolveTrust("release/iris", in, WorkerTrust{AllowedSigners: alice.allowed()}, now)
 	require.False(t, st.StartVerified)
 }
 

@@ -98,7 +98,7 @@ func Start(ctx context.Context, c client.Client, reg registry.Registry, opts Sta
 	startedBy := opts.StartedBy
 	if opts.Signer != nil {
 		startedBy = opts.Signer.Principal
-		if trust.StartSigned, err = opts.Signer.signStart(workflows.WorkflowID(p.Model), p.Model, p.Candidate); err != nil {
+		if trust.StartSigned, err = opts.Signer.signStart(workflows.WorkflowID(p.Model), p, trust.AllowedSigners); err != nil {
 			return nil, err
 		}
 	}

@@ -12,6 +12,7 @@ import (
 	"go.temporal.io/sdk/client"
 	"golang.org/x/crypto/ssh"
 
+	"github.com/mlrelease/mlrelease/internal/plan"
 	"github.com/mlrelease/mlrelease/internal/signing"
 	"github.com/mlrelease/mlrelease/workflows"
 )
@@ -83,9 +84,9 @@ func (s Signer) SignDecision(req *workflows.DecisionRequest, workflowID, release
 	return nil
 }
 
-// signStart signs the start of model's release of candidate.
-func (s Signer) signStart(workflowID, model, candidate string) (*workflows.Signed, error) {
-	req := workflows.DecisionRequest{Comment: workflows.StartComment(model, candidate), Source: "cli"}
+// signStart signs the start of p's release, with the plan's allowed signers.
+func (s Signer) signStart(workflowID string, p plan.Plan, allowedSigners string) (*workflows.Signed, error) {
+	req := workflows.DecisionRequest{Comment: workflows.StartComment(p, allowedSigners), Source: "cli"}
 	if err := s.SignDecision(&req, workflowID, "", workflows.StartKind); err != nil {
 		return nil, fmt.Errorf("sign the start: %w", err)
 	}
