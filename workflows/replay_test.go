@@ -3,6 +3,7 @@ package workflows
 import (
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"go.temporal.io/sdk/worker"
@@ -22,5 +23,26 @@ func TestReplay(t *testing.T) {
 			r.RegisterWorkflowWithOptions(ReleaseWorkflow, workflow.RegisterOptions{Name: WorkflowName})
 			require.NoError(t, r.ReplayWorkflowHistoryFromJSONFile(nil, f))
 		})
+	}
+}
+
+// TestReplayFailsWhenTheCommandSequenceChanges: the replay check catches a change to
+// the workflow's commands that no workflow.GetVersion guards. A release that first
+// sleeps issues a timer where every recorded history has its first activity.
+func TestReplayFailsWhenTheCommandSequenceChanges(t *testing.T) {
+	changed := func(ctx workflow.Context, in ReleaseInput) (*Result, error) {
+		if err := workflow.Sleep(ctx, time.Second); err != nil {
+			return nil, err
+		}
+		return ReleaseWorkflow(ctx, in)
+	}
+	files, err := filepath.Glob("testdata/*.json")
+	require.NoError(t, err)
+	for _, f := range files {
+		r := worker.NewWorkflowReplayer()
+		r.RegisterWorkflowWithOptions(changed, workflow.RegisterOptions{Name: WorkflowName})
+		err := r.ReplayWorkflowHistoryFromJSONFile(nil, f)
+		require.Errorf(t, err, "%s replays a changed workflow", f)
+		require.Containsf(t, err.Error(), "TMPRL1100", "%s: want a non-determinism error, got %v", f, err)
 	}
 }

@@ -18,13 +18,15 @@ func (d Duration) String() string { return time.Duration(d).String() }
 
 // UnmarshalYAML reads a Go duration string such as "90s" or "1h30m".
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	// A *yaml.TypeError lets the decoder go on and report the plan's other errors.
+	bad := &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: want a duration such as \"30s\" or \"5m\", got %q", n.Line, n.Value)}}
 	var s string
 	if err := n.Decode(&s); err != nil {
-		return fmt.Errorf("line %d: want a duration such as \"30s\" or \"5m\", got %q", n.Line, n.Value)
+		return bad
 	}
 	v, err := time.ParseDuration(s)
 	if err != nil {
-		return fmt.Errorf("line %d: want a duration such as \"30s\" or \"5m\", got %q", n.Line, s)
+		return bad
 	}
 	*d = Duration(v)
 	return nil

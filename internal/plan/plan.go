@@ -393,7 +393,7 @@ func Parse(b []byte) (*Plan, error) {
 	dec.KnownFields(true)
 	var p Plan
 	if err := dec.Decode(&p); err != nil {
-		return nil, fmt.Errorf("decode: %w", err)
+		return nil, yamlErrors(err)
 	}
 	p.Default()
 	if err := p.Validate(); err != nil {

@@ -139,7 +139,7 @@ func TestParseRejects(t *testing.T) {
 		{"unknown onTimeout", "  approvers: [alice, bob]", "  approvers: [alice, bob]\n  onTimeout: wait",
 			[]string{"approval.onTimeout", `"wait"`}},
 		{"unknown field", "  share: 50", "  share: 50\n  sahre: 10",
-			[]string{"sahre", "not found"}},
+			[]string{`unknown field "sahre" in shadow`}},
 		{"bad duration", "duration: 10m", "duration: ten minutes",
 			[]string{`"ten minutes"`, "want a duration"}},
 		{"bad query field", "{{.Interval}}", "{{.Window}}",
