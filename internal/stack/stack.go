@@ -31,6 +31,9 @@ func Root() (string, error) { return devserver.Root() }
 type Stack struct {
 	// LogDir receives one NAME.log per process.
 	LogDir string
+	// PIDFile, when set, lists the running children (StopLeftover reads it); Stop
+	// removes it.
+	PIDFile string
 	mu     sync.Mutex
 	procs  []*Proc
 }
@@ -71,6 +74,7 @@ func (s *Stack) Start(name, program string, args []string, env ...string) (*Proc
 	}()
 	s.mu.Lock()
 	s.procs = append(s.procs, p)
+	s.record(p, cmd.Path)
 	s.mu.Unlock()
 	return p, nil
 }
@@ -120,6 +124,9 @@ func (s *Stack) Stop() {
 	s.mu.Unlock()
 	for i := len(procs) - 1; i >= 0; i-- {
 		procs[i].Stop(10 * time.Second)
+	}
+	if s.PIDFile != "" {
+		_ = os.Remove(s.PIDFile)
 	}
 }
 

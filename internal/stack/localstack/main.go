@@ -46,7 +46,8 @@ const (
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// SIGHUP too: closing the terminal stops the stack, not only its supervisor.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
 	if err := run(ctx); err != nil && !errors.Is(err, context.Canceled) {
 		fmt.Fprintln(os.Stderr, "make run:", err)
@@ -60,7 +61,14 @@ func run(ctx context.Context) error {
 		return err
 	}
 	state := filepath.Join(root, ".mlrelease")
-	s := &stack.Stack{LogDir: filepath.Join(state, "logs")}
+	pidFile := filepath.Join(state, "stack.pids")
+	// A stack an earlier make run left running (its supervisor killed) is stopped.
+	if left, err := stack.StopLeftover(pidFile, 10*time.Second); err != nil {
+		return fmt.Errorf("stop the stack an earlier make run left (%s): %w", pidFile, err)
+	} else if len(left) > 0 {
+		fmt.Printf("stopped %d processes an earlier make run left running\n", len(left))
+	}
+	s := &stack.Stack{LogDir: filepath.Join(state, "logs"), PIDFile: pidFile}
 	defer func() {
 		fmt.Println("\nstopping the local stack")
 		s.Stop()
