@@ -34,8 +34,8 @@ type Stack struct {
 	// PIDFile, when set, lists the running children (StopLeftover reads it); Stop
 	// removes it.
 	PIDFile string
-	mu     sync.Mutex
-	procs  []*Proc
+	mu      sync.Mutex
+	procs   []*Proc
 }
 
 // Proc is one child process.
