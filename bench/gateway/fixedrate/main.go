@@ -6,7 +6,9 @@
 //
 //	rate 2000 sent 20000 errors 0 p50_ms 0.210 p90_ms 0.301 p99_ms 0.622 p999_ms 1.870 max_ms 4.100 lag_p99_ms 0.090
 //
-// lag_p99_ms is the generator's own lateness (due to sent), which the latencies include.
+// lag_p99_ms is the time from due to sent: the generator's own lateness, plus the wait
+// for one of the -connections to come free when the target is slower than the rate
+// allows. The latencies include it.
 package main
 
 import (
