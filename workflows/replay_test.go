@@ -2,6 +2,7 @@ package workflows
 
 import (
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -43,6 +44,10 @@ func TestReplayFailsWhenTheCommandSequenceChanges(t *testing.T) {
 		r.RegisterWorkflowWithOptions(changed, workflow.RegisterOptions{Name: WorkflowName})
 		err := r.ReplayWorkflowHistoryFromJSONFile(nil, f)
 		require.Errorf(t, err, "%s replays a changed workflow", f)
-		require.Containsf(t, err.Error(), "TMPRL1100", "%s: want a non-determinism error, got %v", f, err)
+		// A non-determinism error, or (a run whose only command is continue-as-new) a
+		// different result than the history's last event.
+		msg := err.Error()
+		require.Truef(t, strings.Contains(msg, "TMPRL1100") || strings.Contains(msg, "doesn't return the same result as the last event"),
+			"%s: want a non-determinism error, got %.300s", f, msg)
 	}
 }
