@@ -243,7 +243,7 @@ func TestResolveTrust(t *testing.T) {
 
 	// The worker's keys are the root: plan keys count when one of them signed the start.
 	in := ReleaseInput{Plan: p, StartedBy: "alice", StartTrust: StartTrust{AllowedSigners: bob.allowed(), StartSigned: signedStart(alice, bob.allowed())}}
-	st, status := resolveTrust("release/iris", in, WorkerTrust{AllowedSigners: alice.allowed(), SlackBridge: bridgeLine}, now)
+	st, status := resolveTrust("release/iris", in, WorkerTrust{AllowedSigners: alice.allowed(), SlackBridge: bridgeLine}, now, false)
 	require.Equal(t, ModeSigned, st.Mode)
 	require.True(t, st.StartVerified)
 	require.Len(t, status.TrustedKeys, 3, "worker, plan and bridge keys")
@@ -251,24 +251,30 @@ func TestResolveTrust(t *testing.T) {
 
 	// A start the worker's keys did not sign: the plan's keys are ignored.
 	in = ReleaseInput{Plan: p, StartedBy: "bob", StartTrust: StartTrust{AllowedSigners: bob.allowed(), StartSigned: signedStart(bob, bob.allowed())}}
-	st, status = resolveTrust("release/iris", in, WorkerTrust{AllowedSigners: alice.allowed()}, now)
+	st, status = resolveTrust("release/iris", in, WorkerTrust{AllowedSigners: alice.allowed()}, now, false)
 	require.False(t, st.StartVerified)
 	require.Len(t, status.TrustedKeys, 1)
 	require.Contains(t, status.TrustNote, "the plan's allowed signers were ignored")
 
+	// A release the watcher started has no human starter to exclude.
+	st, status = resolveTrust("release/iris", ReleaseInput{Plan: p, StartedBy: WatcherActor}, WorkerTrust{AllowedSigners: alice.allowed()}, now, true)
+	require.True(t, st.StartVerified)
+	require.Empty(t, st.StarterKey)
+	require.Contains(t, status.TrustNote, "started by the release watcher")
+
 	// approval.unsigned is honoured only by a worker with no keys of its own.
 	p.Approval.Unsigned = true
-	st, status = resolveTrust("release/iris", ReleaseInput{Plan: p}, WorkerTrust{}, now)
+	st, status = resolveTrust("release/iris", ReleaseInput{Plan: p}, WorkerTrust{}, now, false)
 	require.Equal(t, ModeUnsigned, st.Mode)
 	require.Contains(t, status.Signing, "self-asserted")
-	st, status = resolveTrust("release/iris", ReleaseInput{Plan: p}, WorkerTrust{AllowedSigners: alice.allowed()}, now)
+	st, status = resolveTrust("release/iris", ReleaseInput{Plan: p}, WorkerTrust{AllowedSigners: alice.allowed()}, now, false)
 	require.Equal(t, ModeSigned, st.Mode)
 	require.Contains(t, status.TrustNote, "approval.unsigned was not honoured")
 
 	// A start signed for another model does not verify.
 	p.Approval.Unsigned = false
 	in = ReleaseInput{Plan: plan.Plan{Model: "wine", Candidate: "2"}, StartedBy: "alice", StartTrust: StartTrust{StartSigned: signedStart(alice, "")}}
-	st, _ = resolveTrust("release/wine", in, WorkerTrust{AllowedSigners: alice.allowed()}, now)
+	st, _ = resolveTrust("release/wine", in, WorkerTrust{AllowedSigners: alice.allowed()}, now, false)
 	require.False(t, st.StartVerified)
 
 	// alice's start signature reused with other plan keys, or a weaker approval, does
@@ -276,13 +282,13 @@ func TestResolveTrust(t *testing.T) {
 	aliceStart := signedStart(alice, bob.allowed())
 	mallory := newTestKey(t, "mallory")
 	in = ReleaseInput{Plan: p, StartedBy: "alice", StartTrust: StartTrust{AllowedSigners: mallory.allowed(), StartSigned: aliceStart}}
-	st, status = resolveTrust("release/iris", in, WorkerTrust{AllowedSigners: alice.allowed()}, now)
+	st, status = resolveTrust("release/iris", in, WorkerTrust{AllowedSigners: alice.allowed()}, now, false)
 	require.False(t, st.StartVerified)
 	require.Contains(t, status.TrustNote, "the plan's allowed signers were ignored")
 	weaker := p
 	weaker.Approval.FourEyes = !p.Approval.FourEyes
 	in = ReleaseInput{Plan: weaker, StartedBy: "alice", StartTrust: StartTrust{AllowedSigners: bob.allowed(), StartSigned: aliceStart}}
-	st, _ = resolveTrust("release/iris", in, WorkerTrust{AllowedSigners: alice.allowed()}, now)
+	st, _ = resolveTrust("release/iris", in, WorkerTrust{AllowedSigners: alice.allowed()}, now, false)
 	require.False(t, st.StartVerified)
 }
 
