@@ -51,6 +51,9 @@ type Worker struct {
 	// (Temporal's Worker Versioning), its build ID the binary's version; releases are
 	// pinned to the version they started on. Empty runs it unversioned.
 	Deployment string `envconfig:"WORKER_DEPLOYMENT"`
+	// Tuning is the worker's capacity (MLRELEASE_WORKER_*): pollers, slots, sticky
+	// cache and rate limits.
+	Tuning Tuning `envconfig:"WORKER"`
 	// Registry selects the model registry: "sqlite" (the local file at RegistryPath)
 	// or "mlflow" (the server MLflow's own MLFLOW_TRACKING_URI, MLFLOW_TRACKING_TOKEN
 	// or MLFLOW_TRACKING_USERNAME/PASSWORD name).
@@ -78,6 +81,26 @@ type Worker struct {
 	// root of trust: a plan's own approval.allowedSigners count only when one of these
 	// keys signed the start, and approval.unsigned is not honoured.
 	AllowedSigners string `envconfig:"ALLOWED_SIGNERS"`
+}
+
+// Tuning sizes the worker (MLRELEASE_WORKER_*). Zero keeps the default named.
+type Tuning struct {
+	// WorkflowPollers and ActivityPollers fix the number of pollers of each task
+	// queue; 0 lets the SDK scale them with the backlog (poller autoscaling, between
+	// 1 and MaxPollers).
+	WorkflowPollers int `envconfig:"WORKFLOW_POLLERS"`
+	ActivityPollers int `envconfig:"ACTIVITY_POLLERS"`
+	MaxPollers      int `envconfig:"MAX_POLLERS" default:"32"`
+	// WorkflowTaskSlots and ActivitySlots bound the tasks the worker runs at once
+	// (SDK default 1,000 each).
+	WorkflowTaskSlots int `envconfig:"WORKFLOW_TASK_SLOTS"`
+	ActivitySlots     int `envconfig:"ACTIVITY_SLOTS"`
+	// StickyCacheSize is how many releases the worker keeps in memory between their
+	// tasks (SDK default 10,000); a release out of the cache replays its history.
+	StickyCacheSize int `envconfig:"STICKY_CACHE_SIZE"`
+	// ActivitiesPerSecond caps the activities this worker starts (0: no cap), to
+	// spare Prometheus, the registry or the gateway.
+	ActivitiesPerSecond float64 `envconfig:"ACTIVITIES_PER_SECOND"`
 }
 
 // Watch configures the release watcher (MLRELEASE_WATCH_*): a long-running

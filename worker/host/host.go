@@ -46,9 +46,16 @@ func Run(ctx context.Context, cfg config.Worker, opts client.Options, logger *sl
 		return err
 	}
 	workflows.SetWorkerTrust(trust)
+	wo := workerOptions(cfg)
+	if err := tune(cfg.Tuning, &wo); err != nil {
+		return err
+	}
+	// /metrics: the process, refused decisions, and the Temporal SDK's own metrics.
+	metrics := prometheus.NewRegistry()
 	refused := newRefusedCounter()
+	metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), refused)
 	if opts.MetricsHandler == nil {
-		opts.MetricsHandler = refusalMetrics{refused: refused}
+		opts.MetricsHandler = refusalMetrics{refused: refused, next: newSDKMetrics(metrics)}
 	}
 	c, err := client.DialContext(ctx, opts)
 	if err != nil {
@@ -82,12 +89,10 @@ func Run(ctx context.Context, cfg config.Worker, opts client.Options, logger *sl
 		Notifier: notifier(cfg, logger),
 	}
 
-	w := worker.New(c, cfg.TaskQueue, workerOptions(cfg))
+	w := worker.New(c, cfg.TaskQueue, wo)
 	registerWorkflows(w, cfg.Deployment != "")
 	w.RegisterActivity(acts)
 
-	metrics := prometheus.NewRegistry()
-	metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), refused)
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(metrics, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })

@@ -60,10 +60,18 @@ func newRefusedCounter() *prometheus.CounterVec {
 
 // refusalMetrics is the SDK's metrics handler: it passes MetricRefused, which the
 // release's validators count through workflow.GetMetricsHandler (replay-safe), to
-// Prometheus, and drops the SDK's own metrics.
+// its Prometheus counter, and the SDK's own metrics to next (none when nil).
 type refusalMetrics struct {
 	tags    map[string]string
 	refused *prometheus.CounterVec
+	next    client.MetricsHandler
+}
+
+func (h refusalMetrics) others() client.MetricsHandler {
+	if h.next == nil {
+		return client.MetricsNopHandler
+	}
+	return h.next
 }
 
 var _ client.MetricsHandler = refusalMetrics{}
@@ -74,23 +82,19 @@ func (h refusalMetrics) WithTags(tags map[string]string) client.MetricsHandler {
 		merged = map[string]string{}
 	}
 	maps.Copy(merged, tags)
-	return refusalMetrics{tags: merged, refused: h.refused}
+	return refusalMetrics{tags: merged, refused: h.refused, next: h.others().WithTags(tags)}
 }
 
 func (h refusalMetrics) Counter(name string) client.MetricsCounter {
 	if name != workflows.MetricRefused {
-		return client.MetricsNopHandler.Counter(name)
+		return h.others().Counter(name)
 	}
 	return counter{h.refused.WithLabelValues(h.tags["source"], h.tags["kind"], h.tags["reason"])}
 }
 
-func (h refusalMetrics) Gauge(name string) client.MetricsGauge {
-	return client.MetricsNopHandler.Gauge(name)
-}
+func (h refusalMetrics) Gauge(name string) client.MetricsGauge { return h.others().Gauge(name) }
 
-func (h refusalMetrics) Timer(name string) client.MetricsTimer {
-	return client.MetricsNopHandler.Timer(name)
-}
+func (h refusalMetrics) Timer(name string) client.MetricsTimer { return h.others().Timer(name) }
 
 type counter struct{ c prometheus.Counter }
 
