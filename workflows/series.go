@@ -25,7 +25,7 @@ const (
 	// the result, every activity's input and output.
 	PayloadBudget = 256 << 10
 	// EventAnalysis is the registry audit event that holds one round in full.
-	EventAnalysis = "analysis"
+	EventAnalysis = registry.KindAnalysis
 )
 
 // Evidence keys of an EventAnalysis event: the round in JSON, and the release's

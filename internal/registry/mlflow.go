@@ -284,9 +284,14 @@ func (m *MLflow) RecordEvent(ctx context.Context, e Event) error {
 			return fmt.Errorf("record event %q for model %q: %w", e.Kind, e.Model, err)
 		}
 	}
-	tags := map[string]string{TagEvent: e.Kind, TagEventPrefix + e.Kind: string(b)}
-	if len(e.Evidence) > 0 {
-		tags[TagEvidence] = EvidenceSummary(e.Evidence, maxEvidenceSummary)
+	tags := map[string]string{TagEventPrefix + e.Kind: string(b)}
+	// TagEvent and TagEvidence tell the latest decision; an analysis round is
+	// evidence, kept (the latest) under its own tag only.
+	if e.Kind != KindAnalysis {
+		tags[TagEvent] = e.Kind
+		if len(e.Evidence) > 0 {
+			tags[TagEvidence] = EvidenceSummary(e.Evidence, maxEvidenceSummary)
+		}
 	}
 	if e.Version != "" {
 		if err := m.SetTags(ctx, e.Model, e.Version, tags); err != nil {

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -203,12 +204,18 @@ func TestMlflowTagsAndEvents(t *testing.T) {
 	require.NoError(t, m.RecordEvent(ctx, e))
 	require.NoError(t, m.RecordEvent(ctx, e), "idempotent")
 	require.NoError(t, m.RecordEvent(ctx, registry.Event{Model: "contract-tags", Kind: "refused", Message: "no plan", At: at.Add(time.Second)}))
+	// An analysis round written after the decision is evidence: the latest decision
+	// stays the version's event.
+	require.NoError(t, m.RecordEvent(ctx, registry.Event{Key: "r/round/9", Model: "contract-tags", Version: "2", Kind: registry.KindAnalysis,
+		Evidence: map[string]string{"round": `{"round":9}`}, At: at.Add(2 * time.Second)}))
 	v, err = m.GetVersion(ctx, "contract-tags", "2")
 	require.NoError(t, err)
 	assert.Equal(t, "promoted", v.Tags[registry.TagEvent])
 	assert.Equal(t, "error-rate: pass: 0.01 <= 0.05", v.Tags[registry.TagEvidence])
+	assert.Contains(t, v.Tags[registry.TagEventPrefix+registry.KindAnalysis], `round`)
 	events, err := m.Events(ctx, "contract-tags")
 	require.NoError(t, err)
+	events = slices.DeleteFunc(events, func(e registry.Event) bool { return e.Kind == registry.KindAnalysis })
 	require.Len(t, events, 1, "the version's events (model-level tags are not versions)")
 	assert.Equal(t, "promoted", events[0].Kind)
 	assert.Equal(t, "alice", events[0].Actor)

@@ -43,6 +43,10 @@ type Version struct {
 	CreatedAt time.Time `json:"createdAt"`
 }
 
+// KindAnalysis is the kind of an audit event that holds one analysis round in full:
+// evidence, not a decision.
+const KindAnalysis = "analysis"
+
 // Event is one entry of a model's audit log: a decision and its evidence.
 type Event struct {
 	// Key makes recording idempotent: an event whose key is already recorded is
