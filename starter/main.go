@@ -59,7 +59,7 @@ type command struct {
 var commands = map[string]command{}
 
 // order is how help lists the commands.
-var order = []string{"start", "status", "watch", "list", "approve", "reject", "pause", "resume", "abort", "sign", "register", "route", "evidence", "report"}
+var order = []string{"start", "status", "watch", "list", "approve", "reject", "pause", "resume", "abort", "sign", "register", "route", "evidence", "report", "keys"}
 
 func init() {
 	commands["start"] = command{"-f plan.yaml [--version V] [--as WHO] [--key FILE | --unsigned]", "check the plan and the registry, then start the release", (*app).start}
@@ -75,6 +75,7 @@ func init() {
 		"print a signed decision: the --input of `temporal workflow update execute`, or the Web UI's Send an Update", (*app).sign}
 	commands["register"] = command{"MODEL VERSION --endpoint URL [--alias champion] [--meta k=v ...] [--if-absent]", "add a version to the local registry", (*app).register}
 	commands["report"] = command{"MODEL [-o FILE] [--run RUN] | --history FILE [-o FILE]", "the release as one HTML page: outcome, timeline, every metric against the champion with its evidence, decisions", (*app).report}
+	commands["keys"] = command{"DIR NAME...", "make demo signing keys DIR/NAME and DIR/allowed_signers trusting them (kept when there)", (*app).keys}
 	commands["route"] = command{"MODEL", "make the gateway serve a model it has no route for, from its champion (existing routes stay)", (*app).route}
 }
 

@@ -6,11 +6,14 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"regexp"
 
 	"github.com/mlrelease/mlrelease/internal/config"
 	"github.com/mlrelease/mlrelease/internal/registry"
 	"github.com/mlrelease/mlrelease/internal/release"
 	"github.com/mlrelease/mlrelease/internal/report"
+	"github.com/mlrelease/mlrelease/internal/signing"
 )
 
 // report writes a release's report: one self-contained HTML page.
@@ -87,3 +90,29 @@ func openAnyRegistry(cfg config.Worker) (registry.Registry, error) {
 	}
 	return openRegistry(cfg.RegistryPath, false)
 }
+
+// keys makes demo signing keys: DIR/NAME for each name, and DIR/allowed_signers
+// trusting them (a worker's MLRELEASE_ALLOWED_SIGNERS). Keys already there are kept.
+func (a *app) keys(_ context.Context, args []string) error {
+	fs := flag.NewFlagSet("keys", flag.ContinueOnError)
+	pos, err := parse(fs, args, 2, 100)
+	if err != nil {
+		return err
+	}
+	for _, who := range pos[1:] {
+		if !signingName.MatchString(who) {
+			return usagef("name %q: want letters, digits, '.', '_' or '-'", who)
+		}
+	}
+	allowed := filepath.Join(pos[0], "allowed_signers")
+	if _, err := signing.DemoKeys(pos[0], allowed, pos[1:]...); err != nil {
+		return err
+	}
+	for _, who := range pos[1:] {
+		fmt.Fprintf(a.stdout, "%s: %s\n", who, filepath.Join(pos[0], who))
+	}
+	fmt.Fprintf(a.stdout, "trusted by %s (set MLRELEASE_ALLOWED_SIGNERS to it)\n", allowed)
+	return nil
+}
+
+var signingName = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -70,5 +72,32 @@ func TestRegisterIfAbsentAndRoute(t *testing.T) {
 	defer reg.Close()
 	if champ, err := reg.ResolveAlias(context.Background(), "wine", registry.AliasChampion); err != nil || champ.Version != "2" {
 		t.Fatalf("champion after the second setup: %+v, %v", champ, err)
+	}
+}
+
+// Demo keys for a compose stack: made once, kept on a second run, trusted by the
+// allowed-signers file, usable to sign.
+func TestKeys(t *testing.T) {
+	a, stdout, stderr, _ := testApp(t)
+	dir := t.TempDir()
+	if code := a.run(context.Background(), []string{"keys", dir, "alice", "bob"}); code != exitOK {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	first, err := os.ReadFile(filepath.Join(dir, "allowed_signers"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(stdout.String(), filepath.Join(dir, "alice")) || strings.Count(string(first), "\n") != 2 {
+		t.Fatalf("stdout %q, allowed signers %q", stdout, first)
+	}
+	if code := a.run(context.Background(), []string{"keys", dir, "alice", "bob"}); code != exitOK {
+		t.Fatalf("second run: exit %d: %s", code, stderr)
+	}
+	again, _ := os.ReadFile(filepath.Join(dir, "allowed_signers"))
+	if string(again) != string(first) {
+		t.Fatal("a second run changed the keys")
+	}
+	if code := a.run(context.Background(), []string{"keys", dir, "bad name"}); code != exitUsage {
+		t.Fatalf("a bad name: exit %d", code)
 	}
 }

@@ -80,6 +80,7 @@ var wantServices = []string{
 	"register-candidate",
 	"route-champion",
 	"grafana",
+	"demo-keys",
 }
 
 // Services built from the repo Dockerfile, and the binary each one runs.
@@ -94,6 +95,7 @@ var ourServices = map[string]string{
 	"register-champion":  "mlrelease",
 	"register-candidate": "mlrelease",
 	"route-champion":     "mlrelease",
+	"demo-keys":          "mlrelease",
 }
 
 func TestComposeServices(t *testing.T) {
@@ -252,6 +254,7 @@ func TestComposeDependsOn(t *testing.T) {
 			"register-candidate":   types.ServiceConditionCompletedSuccessfully,
 			"gateway":              types.ServiceConditionStarted,
 			"prometheus":           types.ServiceConditionStarted,
+			"demo-keys":            types.ServiceConditionCompletedSuccessfully,
 		},
 		// The gateway serves the champion before the first request.
 		"loadgen": {
@@ -628,4 +631,9 @@ func TestComposeSetupIsRepeatable(t *testing.T) {
 	assert.Equal(t, "http://gateway:8080", env["MLRELEASE_GATEWAY_URL"])
 	assert.Equal(t, "dev-token", env["MLRELEASE_GATEWAY_ADMIN_TOKEN"])
 	assert.Equal(t, "/data/registry.db", env["MLRELEASE_REGISTRY_PATH"])
+
+	// The worker trusts the demo people's keys, made in its volume.
+	keys := mustService(t, p, "demo-keys")
+	assert.Equal(t, []string{"mlrelease", "keys", "/data/keys", "alice", "bob"}, []string(keys.Command))
+	assert.Equal(t, "/data/keys/allowed_signers", envOf(mustService(t, p, "worker"))["MLRELEASE_ALLOWED_SIGNERS"])
 }
