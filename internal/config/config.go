@@ -74,6 +74,9 @@ type Worker struct {
 	Listen string `envconfig:"WORKER_LISTEN" default:"127.0.0.1:8090"`
 	// WebUIURL is where release links in notifications point.
 	WebUIURL string `envconfig:"WEB_UI_URL" default:"http://localhost:8233"`
+	// ReportURL is where people reach the worker's release reports (/releases/MODEL):
+	// links in Slack, the CLI and the Web UI point there.
+	ReportURL string `envconfig:"REPORT_URL" default:"http://127.0.0.1:8090"`
 	// Slack posts release threads and takes approvals; off when no bot token is set.
 	Slack Slack `envconfig:"SLACK"`
 	// AllowedSigners is an allowed-signers file (ssh-keygen's format): the keys whose

@@ -51,6 +51,18 @@ func plain(s string) *slack.TextBlockObject {
 }
 
 // webLink is the release's page in the Temporal Web UI.
+// links are where a release's messages point: the Temporal Web UI and the worker's
+// release report.
+type links struct{ webUI, report string }
+
+// reportLink is the release's report on the worker (/releases/MODEL).
+func reportLink(base string, m notify.Message) string {
+	if base == "" || m.Model == "" {
+		return ""
+	}
+	return strings.TrimRight(base, "/") + "/releases/" + url.PathEscape(m.Model)
+}
+
 func webLink(base string, m notify.Message) string {
 	if base == "" || m.ReleaseID == "" {
 		return ""
@@ -97,13 +109,16 @@ func stageEmoji(stage string) string {
 }
 
 // openingBlocks is the release's parent message: model, versions, plan, status.
-func openingBlocks(m notify.Message, webUI string) []slack.Block {
+func openingBlocks(m notify.Message, l links) []slack.Block {
 	blocks := []slack.Block{slack.NewHeaderBlock(plain(title(m)))}
 	if m.Summary != "" {
 		blocks = append(blocks, slack.NewSectionBlock(mrkdwn("*Plan:* "+m.Summary), nil, nil))
 	}
 	ctx := []slack.MixedElement{mrkdwn(statusLine(m))}
-	if link := webLink(webUI, m); link != "" {
+	if link := reportLink(l.report, m); link != "" {
+		ctx = append(ctx, mrkdwn("<"+link+"|Release report>"))
+	}
+	if link := webLink(l.webUI, m); link != "" {
 		ctx = append(ctx, mrkdwn("<"+link+"|Temporal Web UI>"))
 	}
 	return append(blocks, slack.NewContextBlock("", ctx...))
@@ -153,7 +168,7 @@ func num(v *float64) string {
 // approvalBlocks is the approval request: the evidence, who may decide, the Web UI
 // link, the decisions taken, and Approve and Reject buttons (each with a
 // confirmation) while it is open.
-func approvalBlocks(m notify.Message, webUI string) []slack.Block {
+func approvalBlocks(m notify.Message, l links) []slack.Block {
 	ap := m.Approval
 	if ap == nil {
 		ap = &notify.Approval{}
@@ -186,7 +201,10 @@ func approvalBlocks(m notify.Message, webUI string) []slack.Block {
 		rules += " · :warning: *unsigned*: names are self-asserted (approval.unsigned)"
 	}
 	ctx := []slack.MixedElement{mrkdwn(rules)}
-	if link := webLink(webUI, m); link != "" {
+	if link := reportLink(l.report, m); link != "" {
+		ctx = append(ctx, mrkdwn("<"+link+"|The evidence: release report>"))
+	}
+	if link := webLink(l.webUI, m); link != "" {
 		ctx = append(ctx, mrkdwn("<"+link+"|Open the release in the Temporal Web UI>"))
 	}
 	blocks = append(blocks, slack.NewContextBlock("", ctx...))

@@ -27,7 +27,9 @@ type Config struct {
 	config.Slack
 	// WebUIURL is the Temporal Web UI, for links to releases.
 	WebUIURL string
-	Logger   *slog.Logger
+	// ReportURL is where people reach the worker's release reports (/releases/MODEL).
+	ReportURL string
+	Logger    *slog.Logger
 	// Refused, when set, counts an interaction the handler refused before it reached
 	// a release (bad Slack signature, replay, malformed, unknown action).
 	Refused func(kind, reason string)
@@ -78,7 +80,7 @@ func (c Config) redactor() redactor { return redactor{c.BotToken, c.SigningSecre
 type Notifier struct {
 	api     *slack.Client
 	channel string
-	webUI   string
+	links   links
 	redact  redactor
 }
 
@@ -90,7 +92,7 @@ func NewNotifier(cfg Config) (*Notifier, error) {
 	case cfg.Channel == "":
 		return nil, errors.New("slack: MLRELEASE_SLACK_CHANNEL is not set: say which channel release threads go to")
 	}
-	return &Notifier{api: cfg.client(), channel: cfg.Channel, webUI: cfg.WebUIURL, redact: cfg.redactor()}, nil
+	return &Notifier{api: cfg.client(), channel: cfg.Channel, links: links{webUI: cfg.WebUIURL, report: cfg.ReportURL}, redact: cfg.redactor()}, nil
 }
 
 var (
@@ -133,9 +135,9 @@ func (n *Notifier) Announce(ctx context.Context, m notify.Message) (notify.Ref, 
 func (n *Notifier) blocks(m notify.Message) []slack.Block {
 	switch m.Kind {
 	case notify.KindRelease:
-		return openingBlocks(m, n.webUI)
+		return openingBlocks(m, n.links)
 	case notify.KindApproval:
-		return approvalBlocks(m, n.webUI)
+		return approvalBlocks(m, n.links)
 	}
 	return updateBlocks(m)
 }

@@ -18,7 +18,7 @@ import (
 const SlackInteractionsPath = "/slack/interactions"
 
 func slackConfig(cfg config.Worker, logger *slog.Logger) mlslack.Config {
-	return mlslack.Config{Slack: cfg.Slack, WebUIURL: cfg.WebUIURL, Logger: logger.With("component", "slack")}
+	return mlslack.Config{Slack: cfg.Slack, WebUIURL: cfg.WebUIURL, ReportURL: cfg.ReportURL, Logger: logger.With("component", "slack")}
 }
 
 // notifier is Slack when it is configured, else the log. A Slack setting that is
