@@ -325,8 +325,8 @@ func TestSevenDayRelease(t *testing.T) {
 		kinds = append(kinds, d.Kind)
 	}
 	require.Equal(t, []string{Pause, Resume, Approve}, kinds)
-	t.Logf("7-day release: %d rounds over %d runs, largest payload %d bytes (%s), most activities in a run %d",
-		st.Rounds, l.runs, l.largest, l.what, maxOf(l.runActivities))
+	t.Logf("7-day release: %d rounds over %d runs, largest payload %d bytes (%s), at most %d activities and %d rounds in a run (history at most %d events by estimate)",
+		st.Rounds, l.runs, l.largest, l.what, maxOf(l.runActivities), maxOf(l.runRounds), l.maxEvents())
 }
 
 // TestPauseLimitRollsBack: a pause longer than the plan's limit rolls back, across
@@ -366,7 +366,8 @@ func TestThirtyDayWatch(t *testing.T) {
 		require.Equal(t, OutcomePromoted, res.Outcome, res.Reason)
 		require.GreaterOrEqual(t, res.Status.Rounds, 30*24*6)
 		require.Len(t, l.audited, res.Status.Rounds)
-		t.Logf("30-day watch: %d rounds over %d runs, largest payload %d bytes (%s)", res.Status.Rounds, l.runs, l.largest, l.what)
+		t.Logf("30-day watch: %d rounds over %d runs, largest payload %d bytes (%s), history at most %d events a run by estimate",
+			res.Status.Rounds, l.runs, l.largest, l.what, l.maxEvents())
 	})
 	t.Run("fails on day 20", func(t *testing.T) {
 		l := &longRun{t: t, plan: parsePlan(t, sevenDayPlan, thirty), failAt: 20 * 24 * time.Hour}
@@ -383,6 +384,14 @@ func TestThirtyDayWatch(t *testing.T) {
 		}
 		require.True(t, failed, "the failure is in the series")
 	})
+}
+
+func (l *longRun) maxEvents() int {
+	m := 0
+	for i := range l.runActivities {
+		m = max(m, estimatedEvents(l.runActivities[i], l.runRounds[i]))
+	}
+	return m
 }
 
 func maxOf(xs []int) int {
