@@ -56,6 +56,7 @@ func (a *app) start(ctx context.Context, args []string) error {
 
 	run, err := release.Start(ctx, c, reg, release.StartOptions{
 		Plan: p, PlanDir: filepath.Dir(*file), Version: *version, StartedBy: who, TaskQueue: cfg.TaskQueue, Signer: signer,
+		ReportURL: cfg.ReportURL,
 	})
 	if err != nil {
 		return err

@@ -64,9 +64,51 @@ func verdicts(st workflows.Status) string {
 	}
 	parts := make([]string, 0, len(st.Analyses[n-1].Measurements))
 	for _, m := range st.Analyses[n-1].Measurements {
-		parts = append(parts, fmt.Sprintf("%s=%s(%s)", m.Metric, m.Verdict, value(m.Value)))
+		part := fmt.Sprintf("%s=%s(%s)", m.Metric, m.Verdict, value(m.Value))
+		for _, s := range st.Series {
+			if line := sparkline(s.Points, sparkPoints); s.Metric == m.Metric && line != "" {
+				part = m.Metric + " " + line + " " + strings.TrimPrefix(part, m.Metric+"=")
+			}
+		}
+		parts = append(parts, part)
 	}
 	return strings.Join(parts, " ")
+}
+
+// sparkPoints is how many of a metric's latest points watch draws.
+const sparkPoints = 12
+
+var sparks = []rune("▁▂▃▄▅▆▇█")
+
+// sparkline draws the candidate's latest values, lowest to highest of those shown;
+// a point with no value is a space, a failed one an exclamation mark.
+func sparkline(points []workflows.SeriesPoint, n int) string {
+	if len(points) > n {
+		points = points[len(points)-n:]
+	}
+	lo, hi := math.Inf(1), math.Inf(-1)
+	for _, p := range points {
+		if p.Candidate != nil {
+			lo, hi = math.Min(lo, *p.Candidate), math.Max(hi, *p.Candidate)
+		}
+	}
+	if math.IsInf(lo, 1) {
+		return ""
+	}
+	out := make([]rune, len(points))
+	for i, p := range points {
+		switch {
+		case p.Verdict == analysis.Fail:
+			out[i] = '!'
+		case p.Candidate == nil:
+			out[i] = ' '
+		case hi == lo:
+			out[i] = sparks[len(sparks)/2]
+		default:
+			out[i] = sparks[int((*p.Candidate-lo)/(hi-lo)*float64(len(sparks)-1)+0.5)]
+		}
+	}
+	return string(out)
 }
 
 // watchLine is one line of watch: time, stage, canary weight, step and verdicts.
@@ -138,6 +180,9 @@ func statusText(st workflows.Status) string {
 		champion = "(not resolved yet)"
 	}
 	fmt.Fprintf(&b, "  model      %s: candidate %s vs champion %s\n", st.Model, st.Candidate, champion)
+	if st.Report != "" {
+		fmt.Fprintf(&b, "  report     %s\n", st.Report)
+	}
 	if !st.StartedAt.IsZero() {
 		fmt.Fprintf(&b, "  started    %s", st.StartedAt.Local().Format(timeFormat))
 		if st.StartedBy != "" {

@@ -10,10 +10,12 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/mlrelease/mlrelease/internal/analysis"
 	"github.com/mlrelease/mlrelease/internal/config"
 	"github.com/mlrelease/mlrelease/internal/deploy"
 	"github.com/mlrelease/mlrelease/internal/gateway"
 	"github.com/mlrelease/mlrelease/internal/registry"
+	"github.com/mlrelease/mlrelease/workflows"
 )
 
 // A setup run at every start (docker compose up) registers the champion once and
@@ -99,5 +101,23 @@ func TestKeys(t *testing.T) {
 	}
 	if code := a.run(context.Background(), []string{"keys", dir, "bad name"}); code != exitUsage {
 		t.Fatalf("a bad name: exit %d", code)
+	}
+}
+
+// watch draws each metric's latest values as a sparkline before its verdict, with a
+// failed round as "!", and status links the release's report.
+func TestWatchSparklinesAndReportLink(t *testing.T) {
+	f := func(v float64) *float64 { return &v }
+	st := workflows.Status{ReleaseID: "release/wine", Model: "wine", Stage: workflows.StageCanary, CandidateWeight: 50,
+		Report: "http://127.0.0.1:8090/releases/wine",
+		Analyses: []workflows.AnalysisRound{{Measurements: []analysis.Measurement{{Metric: "error-rate", Verdict: analysis.Fail, Value: f(0.3)}}}},
+		Series: []workflows.MetricSeries{{Metric: "error-rate", Points: []workflows.SeriesPoint{
+			{Candidate: f(0.01), Verdict: analysis.Pass}, {Candidate: f(0.02), Verdict: analysis.Pass}, {Verdict: analysis.Hold},
+			{Candidate: f(0.08), Verdict: analysis.Pass}, {Candidate: f(0.3), Verdict: analysis.Fail}}}}}
+	if got := watchLine(st); !strings.Contains(got, "error-rate ▁▁ ▃! fail(0.3)") {
+		t.Errorf("watch line %q", got)
+	}
+	if got := statusText(st); !strings.Contains(got, "  report     http://127.0.0.1:8090/releases/wine\n") {
+		t.Errorf("status lacks the report:\n%s", got)
 	}
 }

@@ -86,6 +86,9 @@ type ReleaseInput struct {
 	StartTrust
 	// Limits lower the run's continue-as-new limits (tests); zero keeps the defaults.
 	Limits RunLimits `json:"limits,omitzero"`
+	// Report is the release's report page (the worker's /releases/MODEL), for the
+	// links in its details; empty for none.
+	Report string `json:"report,omitempty"`
 }
 
 // RunLimits bound one run of a release before it continues as new.
@@ -189,6 +192,8 @@ type Status struct {
 	Budget *analysis.Budget `json:"budget,omitempty"`
 	// Runs is how many workflow runs the release has taken (continue-as-new).
 	Runs int `json:"runs,omitempty"`
+	// Report links to the release's report, when the starter named one.
+	Report string `json:"report,omitempty"`
 }
 
 // Result is ReleaseWorkflow's result.
@@ -205,7 +210,11 @@ func (s Status) Markdown() string {
 	if s.Outcome != "" {
 		b.WriteString("outcome: **" + s.Outcome + "**: " + s.Reason + "\n\n")
 	}
-	b.WriteString("**" + s.Model + "** candidate `" + s.Candidate + "` vs champion `" + s.Champion + "`\n\n")
+	b.WriteString("**" + s.Model + "** candidate `" + s.Candidate + "` vs champion `" + s.Champion + "`")
+	if s.Report != "" {
+		b.WriteString(" · [release report](" + s.Report + ")")
+	}
+	b.WriteString("\n\n")
 	b.WriteString("stage: **" + string(s.Stage) + "**")
 	if s.SigningStatus.Unsigned() {
 		b.WriteString(" · decisions **unsigned**: names are self-asserted")

@@ -133,6 +133,7 @@ func newRelease(ctx workflow.Context, in ReleaseInput) *release {
 		Analyses:         []AnalysisRound{},
 		Decisions:        []Decision{},
 		Runs:             1,
+		Report:           in.Report,
 	}}}
 	// Rule 9: the keys the release trusts, fixed now.
 	r.startSigning(ctx, in)

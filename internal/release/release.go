@@ -57,6 +57,17 @@ type StartOptions struct {
 	// Signer, when set, signs the start, and StartedBy becomes its principal: with
 	// four eyes, its key may then not approve.
 	Signer *Signer
+	// ReportURL is where people reach the worker's release reports
+	// (MLRELEASE_REPORT_URL); the release's details link to its page there.
+	ReportURL string
+}
+
+// ReportLink is the page of a model's latest release among the worker's reports.
+func ReportLink(base, model string) string {
+	if base == "" {
+		return ""
+	}
+	return strings.TrimRight(base, "/") + "/releases/" + url.PathEscape(model)
 }
 
 // Start checks the plan and the registry, then starts the model's release. Nothing
@@ -122,12 +133,20 @@ func Start(ctx context.Context, c client.Client, reg registry.Registry, opts Sta
 			workflows.CanaryWeightKey.ValueSet(0),
 		),
 		StaticSummary: Summary(p.Model, candidate.Version, champion.Version),
-		StaticDetails: Details(p, champion.Version, startedBy),
-	}, workflows.ReleaseWorkflow, workflows.ReleaseInput{Plan: p, StartedBy: startedBy, StartTrust: trust})
+		StaticDetails: Details(p, champion.Version, startedBy) + reportLine(ReportLink(opts.ReportURL, p.Model)),
+	}, workflows.ReleaseWorkflow, workflows.ReleaseInput{Plan: p, StartedBy: startedBy, StartTrust: trust, Report: ReportLink(opts.ReportURL, p.Model)})
 	if err != nil {
 		return nil, startError(p.Model, err)
 	}
 	return run, nil
+}
+
+// reportLine is the static details' link to the report, in markdown.
+func reportLine(link string) string {
+	if link == "" {
+		return ""
+	}
+	return "\n\n[release report](" + link + "): the evidence as pictures"
 }
 
 // resolve checks, before anything starts, what the workflow's first step will check

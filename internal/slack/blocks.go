@@ -11,6 +11,7 @@ import (
 	"github.com/slack-go/slack"
 
 	"github.com/mlrelease/mlrelease/internal/notify"
+	"github.com/mlrelease/mlrelease/internal/release"
 	"github.com/mlrelease/mlrelease/workflows"
 )
 
@@ -57,10 +58,10 @@ type links struct{ webUI, report string }
 
 // reportLink is the release's report on the worker (/releases/MODEL).
 func reportLink(base string, m notify.Message) string {
-	if base == "" || m.Model == "" {
+	if m.Model == "" {
 		return ""
 	}
-	return strings.TrimRight(base, "/") + "/releases/" + url.PathEscape(m.Model)
+	return release.ReportLink(base, m.Model)
 }
 
 func webLink(base string, m notify.Message) string {

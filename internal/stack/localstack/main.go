@@ -186,7 +186,7 @@ func run(ctx context.Context) error {
 			return err
 		}
 		if _, err := release.Start(ctx, c, reg, release.StartOptions{Plan: p, PlanDir: filepath.Join(root, filepath.Dir(planFile)),
-			StartedBy: startedBy(), TaskQueue: workflows.TaskQueue, Signer: people["alice"]}); err != nil {
+			StartedBy: startedBy(), TaskQueue: workflows.TaskQueue, Signer: people["alice"], ReportURL: "http://" + workerAddr}); err != nil {
 			return err
 		}
 		fmt.Printf("\nstarted a release of model %s, version 2 against champion 1 (%s)\n", stack.DemoModel, planFile)
@@ -194,6 +194,7 @@ func run(ctx context.Context) error {
 	fmt.Printf(`
   Web UI:      %s
   release:     %s
+  report:      %s
   Prometheus:  http://%s
   watch it:    bin/mlrelease watch %s
   approve it:  bin/mlrelease approve %s --as bob --key .mlrelease/keys/bob --comment "looks good"
@@ -207,7 +208,7 @@ func run(ctx context.Context) error {
   try a bad one afterwards: bin/mlrelease start -f %s --version 3 --as alice --key .mlrelease/keys/alice
 
 Ctrl-C stops everything.
-`, webUI, release.WebUIURL(webUI, "default", workflows.WorkflowID(stack.DemoModel)), prometheusAddr,
+`, webUI, release.WebUIURL(webUI, "default", workflows.WorkflowID(stack.DemoModel)), release.ReportLink("http://"+workerAddr, stack.DemoModel), prometheusAddr,
 		stack.DemoModel, stack.DemoModel, stack.DemoModel, planFile)
 
 	last := ""
