@@ -68,6 +68,10 @@ func (a *app) start(ctx context.Context, args []string) error {
 		}
 	}
 	fmt.Fprint(a.stdout, startedText(headline, p, run.GetID(), run.GetRunID(), release.WebUIURL(cfg.WebUIURL, ns, run.GetID())))
+	// Started is not begun: say so when no worker takes it soon, and why.
+	if err := release.Begun(ctx, c, p.Model, release.BeginBound); err != nil {
+		fmt.Fprintln(a.stderr, "mlrelease: warning: "+err.Error())
+	}
 	return nil
 }
 

@@ -46,6 +46,10 @@ func fetch(ctx context.Context, c client.Client, model string) (workflows.Status
 		}
 		if err != nil {
 			if ctx.Err() == nil && qctx.Err() != nil {
+				if desc.HistoryLength <= 2 {
+					// Not begun: say why (no worker, or busy ones).
+					return st, false, notBegun(ctx, c, model, desc.TaskQueueName, time.Since(desc.WorkflowStartTime).Round(time.Second))
+				}
 				return st, false, fmt.Errorf("release of model %s: no worker answered the status query within %s: is the mlrelease worker running on task queue %s?",
 					model, WorkerTimeout, desc.TaskQueueName)
 			}
