@@ -52,7 +52,12 @@ func (d TemporalDecider) Decide(ctx context.Context, model, run, kind string, re
 	desc, err := d.Client.DescribeWorkflowExecution(ctx, id, "")
 	info := desc.GetWorkflowExecutionInfo()
 	if err == nil && run != "" && info.GetExecution().GetRunId() != run && info.GetFirstRunId() != run {
-		return workflows.Decision{}, fmt.Errorf("%w: %w", release.ErrRefused, ErrEndedRun)
+		// A button posted by an earlier run of the same release (it continued as
+		// new since) still decides it: the runs share their first run.
+		old, oerr := d.Client.DescribeWorkflowExecution(ctx, id, run)
+		if oerr != nil || old.GetWorkflowExecutionInfo().GetFirstRunId() != info.GetFirstRunId() {
+			return workflows.Decision{}, fmt.Errorf("%w: %w", release.ErrRefused, ErrEndedRun)
+		}
 	}
 	if d.Bridge != nil && err == nil {
 		first := info.GetFirstRunId()
