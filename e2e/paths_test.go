@@ -226,14 +226,20 @@ func (e *pathsEnv) await(t *testing.T, ctx context.Context, model string, cond f
 		if err == nil && cond(st) {
 			return st
 		}
-		if time.Since(last) > 10*time.Second {
+		if time.Since(last) > 30*time.Second {
 			last = time.Now()
-			t.Logf("%s: stage %s, round %d, run %d, paused %v (err %v)", model, st.Stage, st.Rounds, st.Runs, st.Paused, err)
+			events := int64(0)
+			if d, err := e.c.DescribeWorkflowExecution(ctx, workflows.WorkflowID(model), ""); err == nil {
+				events = d.GetWorkflowExecutionInfo().GetHistoryLength()
+			}
+			t.Logf("%s: stage %s, round %d, run %d (%d events so far), paused %v (err %v)", model, st.Stage, st.Rounds, st.Runs, events, st.Paused, err)
 		}
 		select {
 		case <-ctx.Done():
 			t.Fatalf("release of %s: condition not met: last status %+v, err %v", model, st, err)
-		case <-time.After(20 * time.Millisecond):
+		case <-time.After(200 * time.Millisecond):
+			// Not faster: every query is a task on the worker, which would then
+			// answer queries instead of running the release.
 		}
 	}
 }
@@ -418,6 +424,12 @@ func TestReleasePaths(t *testing.T) {
 			if pt.outcome == workflows.OutcomeRolledBack {
 				require.Equal(t, 0, st.CandidateWeight)
 				require.Equal(t, workflows.StageRolledBack, st.Stage)
+				// The Web UI's weight filter does not find a rolled-back release.
+				desc, err := e.c.DescribeWorkflow(ctx, workflows.WorkflowID(model), "")
+				require.NoError(t, err)
+				if w, ok := desc.TypedSearchAttributes.GetInt64(workflows.CanaryWeightKey); ok {
+					require.Zero(t, w, "MlreleaseCanaryWeight after the rollback")
+				}
 			} else {
 				require.Equal(t, 100, st.CandidateWeight)
 			}
