@@ -14,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.temporal.io/sdk/client"
+	tlog "go.temporal.io/sdk/log"
 	"go.temporal.io/sdk/testsuite"
 
 	"github.com/mlrelease/mlrelease/examples/demo/load"
@@ -62,6 +63,9 @@ type LocalOptions struct {
 	AllowedSigners string
 	// Slack configures the worker's Slack app (off when its bot token is empty).
 	Slack config.Slack
+	// Temporal, when set, is the frontend (host:port) of a Temporal server to use
+	// instead of a dev server of the stack's own, with namespace default.
+	Temporal string
 }
 
 // Local is the whole stack for end-to-end tests and benchmarks, in one process but
@@ -150,16 +154,24 @@ func StartLocal(ctx context.Context, o LocalOptions) (_ *Local, err error) {
 	}
 	l.PrometheusURL = "http://" + promAddr
 
-	// The Temporal dev server.
-	devLog, err := os.Create(filepath.Join(o.Dir, "logs", "temporal.log"))
-	if err != nil {
-		return nil, err
+	// The Temporal dev server, or the server given.
+	if o.Temporal != "" {
+		if l.Temporal, err = client.DialContext(ctx, client.Options{HostPort: o.Temporal, Namespace: client.DefaultNamespace,
+			Logger: tlog.NewStructuredLogger(slog.New(slog.DiscardHandler))}); err != nil {
+			return nil, err
+		}
+		l.TemporalAddress = o.Temporal
+	} else {
+		devLog, err := os.Create(filepath.Join(o.Dir, "logs", "temporal.log"))
+		if err != nil {
+			return nil, err
+		}
+		if l.dev, err = devserver.Start(ctx, devLog); err != nil {
+			return nil, err
+		}
+		l.Temporal = l.dev.Client()
+		l.TemporalAddress = l.dev.FrontendHostPort()
 	}
-	if l.dev, err = devserver.Start(ctx, devLog); err != nil {
-		return nil, err
-	}
-	l.Temporal = l.dev.Client()
-	l.TemporalAddress = l.dev.FrontendHostPort()
 
 	// The registry with the demo versions.
 	l.Registry, err = registry.OpenSQLite(filepath.Join(o.Dir, "registry.db"))
@@ -180,7 +192,7 @@ func StartLocal(ctx context.Context, o LocalOptions) (_ *Local, err error) {
 	var workerErr error
 	go func() {
 		defer close(workerDone)
-		workerErr = host.Run(runCtx, l.Config, client.Options{HostPort: l.dev.FrontendHostPort(), Namespace: "default"}, o.Logger.With("component", "worker"), ready)
+		workerErr = host.Run(runCtx, l.Config, client.Options{HostPort: l.TemporalAddress, Namespace: "default"}, o.Logger.With("component", "worker"), ready)
 	}()
 	select {
 	case addr := <-ready:
@@ -248,6 +260,8 @@ func (l *Local) Close() {
 	}
 	if l.dev != nil {
 		_ = l.dev.Stop()
+	} else if l.Temporal != nil {
+		l.Temporal.Close()
 	}
 	l.procs.Stop()
 }

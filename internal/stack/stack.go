@@ -49,6 +49,12 @@ type Proc struct {
 
 // Start runs a program in its own process group, its output in LogDir/NAME.log.
 func (s *Stack) Start(name, program string, args []string, env ...string) (*Proc, error) {
+	return s.StartAs(nil, name, program, args, env...)
+}
+
+// StartAs is Start as another user (cred), for servers that refuse to run as root
+// (PostgreSQL); nil is this process's user.
+func (s *Stack) StartAs(cred *syscall.Credential, name, program string, args []string, env ...string) (*Proc, error) {
 	if err := os.MkdirAll(s.LogDir, 0o755); err != nil {
 		return nil, err
 	}
@@ -61,7 +67,7 @@ func (s *Stack) Start(name, program string, args []string, env ...string) (*Proc
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.Env = append(os.Environ(), env...)
 	// Our own group: a Ctrl-C in the terminal reaches us, and we stop children in order.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: cred}
 	if err := cmd.Start(); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("start %s: %w", name, err)

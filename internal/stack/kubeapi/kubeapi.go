@@ -17,7 +17,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -216,11 +215,11 @@ const (
 // InstallDataPlaneCRDs installs the CRDs the Kubernetes deployers drive: Gateway
 // API's HTTPRoute (standard channel) and KServe's InferenceService (full schema).
 func (s *Server) InstallDataPlaneCRDs(ctx context.Context) error {
-	gw, err := ModuleDir(ctx, GatewayAPIModule)
+	gw, err := stack.ModuleDir(ctx, GatewayAPIModule)
 	if err != nil {
 		return err
 	}
-	ks, err := ModuleDir(ctx, KServeModule)
+	ks, err := stack.ModuleDir(ctx, KServeModule)
 	if err != nil {
 		return err
 	}
@@ -299,24 +298,4 @@ func ReadObjects(path string) ([]*unstructured.Unstructured, error) {
 			out = append(out, &unstructured.Unstructured{Object: m})
 		}
 	}
-}
-
-// ModuleDir is where the Go module cache holds module@version (downloading it through
-// the module proxy if needed): the CRDs come from their projects' own modules.
-func ModuleDir(ctx context.Context, module string) (string, error) {
-	cmd := exec.CommandContext(ctx, "go", "mod", "download", "-json", module)
-	// Outside any module, so that no go.mod or go.sum is touched.
-	cmd.Dir = os.TempDir()
-	out, err := cmd.Output()
-	if err != nil {
-		return "", fmt.Errorf("go mod download %s: %w", module, err)
-	}
-	var m struct{ Dir, Error string }
-	if err := json.Unmarshal(out, &m); err != nil {
-		return "", err
-	}
-	if m.Dir == "" {
-		return "", fmt.Errorf("go mod download %s: %s", module, m.Error)
-	}
-	return m.Dir, nil
 }
