@@ -216,6 +216,9 @@ func statusText(st workflows.Status) string {
 	default:
 		b.WriteString("  approval   not required\n")
 	}
+	if line := st.Budget.Summary(); line != "" {
+		fmt.Fprintf(&b, "  budget     %s\n", line)
+	}
 
 	if len(st.Gates) > 0 {
 		b.WriteString("\ngates\n")

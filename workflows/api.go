@@ -231,6 +231,9 @@ func (s Status) Markdown() string {
 		b.WriteString(", canary step " + strconv.Itoa(s.Step) + "/" + strconv.Itoa(len(s.Steps)))
 	}
 	b.WriteString("\n")
+	if line := s.Budget.Summary(); line != "" {
+		b.WriteString("\nerror budget: " + line + "\n")
+	}
 	if n := len(s.Analyses); n > 0 {
 		last := s.Analyses[n-1]
 		b.WriteString("\nlatest analysis (" + string(last.Stage) + ", round " + strconv.Itoa(max(last.Round, s.Rounds)) + "):\n\n")

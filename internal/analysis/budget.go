@@ -1,6 +1,10 @@
 package analysis
 
-import "github.com/mlrelease/mlrelease/internal/plan"
+import (
+	"fmt"
+
+	"github.com/mlrelease/mlrelease/internal/plan"
+)
 
 // Budget is a release's error budget (the plan's analysis.alpha) as its statistical
 // judges share and spend it: the status shows it. Its size is bounded by the plan's
@@ -73,4 +77,19 @@ func (b *Budget) line(stage, metric string) *BudgetLine {
 		}
 	}
 	return nil
+}
+
+// Summary is the budget in a line: "1.67% of 5% spent (2 of 6 tests judged)", or ""
+// when the plan has no statistical judge.
+func (b *Budget) Summary() string {
+	if b == nil || len(b.Judges) == 0 {
+		return ""
+	}
+	started := 0
+	for _, l := range b.Judges {
+		if l.Started {
+			started++
+		}
+	}
+	return fmt.Sprintf("%.3g%% of %.3g%% spent (%d of %d tests judged)", 100*b.Spent, 100*b.Alpha, started, len(b.Judges))
 }

@@ -41,4 +41,6 @@ postPromotion: {watch: 1m}
 	b.Record("watching", []analysis.Measurement{judged("errors", 50)})
 	assert.InDelta(t, 0.04, b.Spent, 1e-15)
 	assert.Equal(t, 0.02, b.Judges[2].PValue)
+	assert.Equal(t, "4% of 4% spent (4 of 4 tests judged)", b.Summary())
+	assert.Empty(t, (*analysis.Budget)(nil).Summary())
 }
