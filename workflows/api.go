@@ -170,18 +170,22 @@ type Status struct {
 	// every round of the release, and Series draws every metric over the whole
 	// release in at most SeriesPoints points. Every round's full evidence is in the
 	// registry's audit log (mlrelease evidence MODEL).
-	Analyses         []AnalysisRound `json:"analyses"`
-	Rounds           int             `json:"rounds"`
-	Series           []MetricSeries  `json:"series,omitempty"`
-	Decisions        []Decision      `json:"decisions"`
-	Outcome          string          `json:"outcome,omitempty"`
-	Reason           string          `json:"reason,omitempty"`
-	StartedBy        string          `json:"startedBy"`
-	StartedAt        time.Time       `json:"startedAt"`
-	UpdatedAt        time.Time       `json:"updatedAt"`
-	ApprovalRequired bool            `json:"approvalRequired"`
-	Approvers        []string        `json:"approvers,omitempty"`
-	ApproverGroups   []string        `json:"approverGroups,omitempty"`
+	Analyses []AnalysisRound `json:"analyses"`
+	Rounds   int             `json:"rounds"`
+	Series   []MetricSeries  `json:"series,omitempty"`
+	// Decisions are the latest RecentDecisions decisions (approvals, rejections and
+	// aborts are never dropped); DecisionsTaken counts every one. All are in the
+	// registry's audit log.
+	Decisions        []Decision `json:"decisions"`
+	DecisionsTaken   int        `json:"decisionsTaken,omitempty"`
+	Outcome          string     `json:"outcome,omitempty"`
+	Reason           string     `json:"reason,omitempty"`
+	StartedBy        string     `json:"startedBy"`
+	StartedAt        time.Time  `json:"startedAt"`
+	UpdatedAt        time.Time  `json:"updatedAt"`
+	ApprovalRequired bool       `json:"approvalRequired"`
+	Approvers        []string   `json:"approvers,omitempty"`
+	ApproverGroups   []string   `json:"approverGroups,omitempty"`
 	// Quorum is how many distinct approvals promotion waits for (1 when unset).
 	Quorum   int  `json:"quorum,omitempty"`
 	FourEyes bool `json:"fourEyes,omitempty"`

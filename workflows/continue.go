@@ -36,6 +36,9 @@ const (
 	// status keeps a bounded window, and a rollback zeroes the canary weight search
 	// attribute.
 	changeLongRelease = "long-release"
+	// changeAuditDecisions: every decision also goes to the audit log, and the
+	// status keeps the latest RecentDecisions.
+	changeAuditDecisions = "audit-decisions"
 )
 
 // roundsPerRun and historyLimit are the run's limits; the input may lower them (tests
@@ -122,6 +125,19 @@ func (r *release) flushRounds(ctx workflow.Context, all bool) error {
 			return err
 		}
 		r.Unrecorded = append([]AnalysisRound(nil), r.Unrecorded[n:]...)
+	}
+	for len(r.UnrecordedDecisions) >= AuditBatch || (all && len(r.UnrecordedDecisions) > 0) {
+		n := min(len(r.UnrecordedDecisions), AuditBatch)
+		first := r.Status.DecisionsTaken - len(r.UnrecordedDecisions) + 1
+		events, err := decisionEvents(r.Status.ReleaseID, workflow.GetInfo(ctx).FirstRunID, r.Candidate.Version, first, r.UnrecordedDecisions[:n])
+		if err != nil {
+			return temporal.NewNonRetryableApplicationError("audit decisions", "Invalid", err)
+		}
+		summary := fmt.Sprintf("registry: audit decisions %d-%d", first, first+n-1)
+		if err := workflow.ExecuteActivity(r.compensating(ctx, summary), a.RecordEvents, r.plan.Model, events).Get(ctx, nil); err != nil {
+			return err
+		}
+		r.UnrecordedDecisions = append([]Decision(nil), r.UnrecordedDecisions[n:]...)
 	}
 	return nil
 }

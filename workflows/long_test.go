@@ -90,6 +90,7 @@ type longRun struct {
 	runActivities, runRounds []int
 	traffic                  []deploy.Traffic
 	runs                     int
+	decisions                int // audited
 	// firstRun is the release's first run ID, in its audit keys (the test suite
 	// leaves it empty).
 	firstRun string
@@ -146,6 +147,10 @@ func (l *longRun) env(s *testsuite.WorkflowTestSuite, start time.Time) *testsuit
 			l.mu.Lock()
 			defer l.mu.Unlock()
 			for _, e := range events {
+				if e.Kind == EventDecision {
+					l.decisions++
+					continue
+				}
 				var rd AnalysisRound
 				require.NoError(l.t, json.Unmarshal([]byte(e.Evidence["round"]), &rd))
 				require.Equal(l.t, AuditKey(WorkflowID("iris"), l.firstRun, rd.Round), e.Key)
@@ -325,6 +330,8 @@ func TestSevenDayRelease(t *testing.T) {
 		kinds = append(kinds, d.Kind)
 	}
 	require.Equal(t, []string{Pause, Resume, Approve}, kinds)
+	require.Equal(t, 3, l.decisions, "every decision is in the audit log")
+	require.Equal(t, 3, st.DecisionsTaken)
 	t.Logf("7-day release: %d rounds over %d runs, largest payload %d bytes (%s), at most %d activities and %d rounds in a run (history at most %d events by estimate)",
 		st.Rounds, l.runs, l.largest, l.what, maxOf(l.runActivities), maxOf(l.runRounds), l.maxEvents())
 }

@@ -41,6 +41,7 @@ const (
 func ReleaseWorkflow(ctx workflow.Context, in ReleaseInput) (*Result, error) {
 	r := newRelease(ctx, in)
 	r.bounded = workflow.GetVersion(ctx, changeLongRelease, workflow.DefaultVersion, 1) >= 1
+	r.auditDecisions = workflow.GetVersion(ctx, changeAuditDecisions, workflow.DefaultVersion, 1) >= 1
 	if err := r.setHandlers(ctx); err != nil {
 		return nil, err
 	}
@@ -249,8 +250,13 @@ func (r *release) approval(ctx workflow.Context) error {
 		decided, err = workflow.AwaitWithOptions(ctx, workflow.AwaitOptions{
 			Timeout:      r.ApprovalDeadline.Sub(workflow.Now(ctx)),
 			TimerOptions: workflow.TimerOptions{Summary: fmt.Sprintf("approval timeout (%s, then %s)", ap.Timeout, ap.OnTimeout)},
-		}, func() bool { return r.Approved != nil || r.Interrupt != nil || r.continueAsNewDue(ctx) })
+		}, func() bool {
+			return r.Approved != nil || r.Interrupt != nil || r.continueAsNewDue(ctx) || len(r.UnrecordedDecisions) >= AuditBatch
+		})
 		if err != nil || !decided || r.Approved != nil || r.Interrupt != nil {
+			break
+		}
+		if err = r.flushRounds(ctx, false); err != nil {
 			break
 		}
 		// Many decisions can fill a run's history while it waits: hand over.
@@ -273,7 +279,7 @@ func (r *release) approval(ctx workflow.Context) error {
 	if decided {
 		return nil
 	}
-	r.Status.Decisions = append(r.Status.Decisions, Decision{Kind: "approval_timeout", Who: "mlrelease", Channel: "timer",
+	r.addDecision(Decision{Kind: "approval_timeout", Who: "mlrelease", Channel: "timer",
 		At: workflow.Now(ctx), Comment: fmt.Sprintf("no decision within %s: %s", ap.Timeout, ap.OnTimeout)})
 	// Silence promotes only where approval is not required (rule 3), even if the
 	// plan reached the workflow without validation.
@@ -487,7 +493,7 @@ func (r *release) pauseExpired(ctx workflow.Context) error {
 	if !r.Status.Paused || r.Status.PausedUntil.IsZero() || workflow.Now(ctx).Before(r.Status.PausedUntil) {
 		return nil
 	}
-	r.Status.Decisions = append(r.Status.Decisions, Decision{Kind: "pause_expired", Who: "mlrelease", Channel: "timer",
+	r.addDecision(Decision{Kind: "pause_expired", Who: "mlrelease", Channel: "timer",
 		At: workflow.Now(ctx), Comment: fmt.Sprintf("paused for longer than the pause limit of %s", r.plan.Pause.LimitOrDefault())})
 	return fail(fmt.Sprintf("paused for longer than the pause limit of %s without a resume", r.plan.Pause.LimitOrDefault()))
 }

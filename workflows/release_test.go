@@ -210,6 +210,9 @@ func (s *releaseSuite) SetupTest() {
 			s.mu.Lock()
 			defer s.mu.Unlock()
 			for _, e := range events {
+				if e.Kind == EventDecision {
+					continue
+				}
 				var rd AnalysisRound
 				if err := json.Unmarshal([]byte(e.Evidence["round"]), &rd); err != nil {
 					return err

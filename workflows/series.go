@@ -26,7 +26,55 @@ const (
 	PayloadBudget = 256 << 10
 	// EventAnalysis is the registry audit event that holds one round in full.
 	EventAnalysis = registry.KindAnalysis
+	// RecentDecisions bounds the decisions the status keeps.
+	RecentDecisions = 50
+	// EventDecision is the registry audit event that records one decision.
+	EventDecision = "decision"
 )
+
+// addDecision records a decision: in the status, among the latest RecentDecisions
+// (an accepted approval, rejection or abort is never dropped), and for the audit log.
+func (r *release) addDecision(d Decision) {
+	r.Status.DecisionsTaken++
+	r.Status.Decisions = append(r.Status.Decisions, d)
+	if r.auditDecisions {
+		r.UnrecordedDecisions = append(r.UnrecordedDecisions, d)
+	}
+	for len(r.Status.Decisions) > RecentDecisions {
+		drop := 0
+		for i, old := range r.Status.Decisions {
+			if old.Refused || (old.Kind != Approve && old.Kind != Reject && old.Kind != Abort) {
+				drop = i
+				break
+			}
+		}
+		r.Status.Decisions = append(r.Status.Decisions[:drop:drop], r.Status.Decisions[drop+1:]...)
+	}
+}
+
+// decisionEvents turns decisions into audit events, keyed by the release and the
+// decision's number.
+func decisionEvents(releaseID, firstRunID, version string, first int, ds []Decision) ([]registry.Event, error) {
+	out := make([]registry.Event, 0, len(ds))
+	for i, d := range ds {
+		b, err := json.Marshal(d)
+		if err != nil {
+			return nil, fmt.Errorf("decision %d: %w", first+i, err)
+		}
+		verb := d.Kind
+		if d.Refused {
+			verb = "refused " + d.Kind
+		}
+		out = append(out, registry.Event{
+			Key:     fmt.Sprintf("%s/%s/decision/%d", releaseID, firstRunID, first+i),
+			Version: version, ReleaseID: releaseID, Kind: EventDecision, Actor: d.Who,
+			Message:  fmt.Sprintf("%s by %s via %s: %s", verb, d.Who, d.Channel, d.Comment),
+			Evidence: map[string]string{"decision": string(b), EvidenceFirstRun: firstRunID},
+			At:       d.At,
+		})
+	}
+	return out, nil
+}
 
 // Evidence keys of an EventAnalysis event: the round in JSON, and the release's
 // first run ID, which tells the releases of one model (one workflow ID) apart.

@@ -27,6 +27,8 @@ type release struct {
 	// Status.Rounds when this run began.
 	bounded       bool
 	roundsAtStart int
+	// auditDecisions is set for releases started since changeAuditDecisions.
+	auditDecisions bool
 	// Carried is the whole state. Continue-as-new hands it to the next run as it is
 	// (ReleaseInput.Carried), so a field added to the release belongs in Carried and
 	// is carried without more code.
@@ -64,8 +66,10 @@ type Carried struct {
 	Judged judgedStage `json:"judged"`
 	// Bake is how far the current bake has gone, to resume it in the next run.
 	Bake bakeProgress `json:"bake"`
-	// Unrecorded are analysis rounds not yet written to the registry's audit log.
-	Unrecorded []AnalysisRound `json:"unrecorded,omitempty"`
+	// Unrecorded are analysis rounds not yet written to the registry's audit log;
+	// UnrecordedDecisions the same of decisions.
+	Unrecorded          []AnalysisRound `json:"unrecorded,omitempty"`
+	UnrecordedDecisions []Decision      `json:"unrecordedDecisions,omitempty"`
 	// Runs counts the runs before this one (continue-as-new).
 	Runs int `json:"runs,omitempty"`
 	// Signing is the release's trust and the nonces it took (signed.go).
@@ -185,7 +189,7 @@ func (r *release) setHandlers(ctx workflow.Context) error {
 // recorded as refused when the validator refuses it.
 func (r *release) onSignal(ctx workflow.Context, kind string, req DecisionRequest) {
 	if _, err := r.admit(ctx, kind, req, "signal"); err != nil {
-		r.Status.Decisions = append(r.Status.Decisions, Decision{Kind: kind, Who: req.Who, Comment: req.Comment, Source: req.Source,
+		r.addDecision(Decision{Kind: kind, Who: req.Who, Comment: req.Comment, Source: req.Source,
 			Name: req.Name, Channel: "signal", At: workflow.Now(ctx), Refused: true, Reason: err.Error()})
 		r.touch(ctx)
 	}
@@ -276,7 +280,7 @@ func (r *release) apply(ctx workflow.Context, kind string, req DecisionRequest, 
 	if kind == Approve {
 		d.Remaining = r.plan.Approval.Needed() - len(r.Approvals) - 1
 	}
-	r.Status.Decisions = append(r.Status.Decisions, d)
+	r.addDecision(d)
 	switch kind {
 	case Approve:
 		r.Approvals = append(r.Approvals, d)
