@@ -75,6 +75,23 @@ openssh:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssh-client >/dev/null; \
 	else echo "the signing tests need ssh-keygen and ssh-agent (Debian/Ubuntu: sudo apt-get install openssh-client)" >&2; exit 1; fi
 
+## temporal-server: a real Temporal cluster for the cluster test and the scale benchmark:
+## the Temporal server and its SQL schema tool, built once from go.temporal.io/server
+## (tools/temporalserver, its own module) into bin/, on Debian's PostgreSQL.
+TEMPORAL_SERVER_VERSION := $(shell awk '/^require go.temporal.io\/server /{print $$3}' tools/temporalserver/go.mod)
+temporal-server:
+	@if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "installing PostgreSQL from Debian's packages"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null; \
+		else echo "the Temporal cluster needs PostgreSQL (Debian/Ubuntu: sudo apt-get install postgresql)" >&2; exit 1; fi; \
+	fi
+	@if [ -x $(BIN)/temporal-server ] && [ -x $(BIN)/temporal-sql-tool ] && [ "$$(cat $(BIN)/.temporal-server-version 2>/dev/null)" = $(TEMPORAL_SERVER_VERSION) ]; then exit 0; fi; \
+	echo "building the Temporal server $(TEMPORAL_SERVER_VERSION) into bin/ (once; several minutes)"; \
+	cd tools/temporalserver && $(GO) build -o $(BIN)/temporal-server go.temporal.io/server/cmd/server && \
+	$(GO) build -o $(BIN)/temporal-sql-tool go.temporal.io/server/cmd/tools/sql && \
+	echo $(TEMPORAL_SERVER_VERSION) > $(BIN)/.temporal-server-version
+
 ## chromium: Debian's chromium, for the test that opens release reports in a real browser.
 chromium:
 	@if command -v chromium >/dev/null || command -v chromium-browser >/dev/null; then exit 0; fi; \
