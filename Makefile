@@ -14,7 +14,7 @@ MLRELEASE_MLFLOW_VENV ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/mlrelease/venv-m
 export MLRELEASE_MLFLOW_VENV
 PYTHON ?= python3
 
-.PHONY: run test build temporal prometheus mlflow kube-apiserver chromium openssh bench bench-gateway vet clean
+.PHONY: run test build temporal prometheus mlflow kube-apiserver chromium openssh temporal-server bench bench-gateway vet clean
 
 ## run: the local stack (Temporal dev server + Web UI, Prometheus, gateway, demo models,
 ## load, worker) and a release of the demo model; Ctrl-C stops it all.
@@ -22,7 +22,7 @@ run: build temporal prometheus
 	$(BIN)/localstack
 
 ## test: every test, including the end-to-end release on the real dev server and Prometheus.
-test: temporal prometheus mlflow kube-apiserver chromium openssh
+test: temporal prometheus mlflow kube-apiserver chromium openssh temporal-server
 	$(GO) vet ./...
 	$(GO) test -p 2 -count=1 -timeout 30m ./...
 	# The gateway's data path under the race detector (its race test mixes bodies while routes change).
