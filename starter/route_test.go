@@ -2,9 +2,9 @@ package main
 
 import (
 	"context"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -109,7 +109,7 @@ func TestKeys(t *testing.T) {
 func TestWatchSparklinesAndReportLink(t *testing.T) {
 	f := func(v float64) *float64 { return &v }
 	st := workflows.Status{ReleaseID: "release/wine", Model: "wine", Stage: workflows.StageCanary, CandidateWeight: 50,
-		Report: "http://127.0.0.1:8090/releases/wine",
+		Report:   "http://127.0.0.1:8090/releases/wine",
 		Analyses: []workflows.AnalysisRound{{Measurements: []analysis.Measurement{{Metric: "error-rate", Verdict: analysis.Fail, Value: f(0.3)}}}},
 		Series: []workflows.MetricSeries{{Metric: "error-rate", Points: []workflows.SeriesPoint{
 			{Candidate: f(0.01), Verdict: analysis.Pass}, {Candidate: f(0.02), Verdict: analysis.Pass}, {Verdict: analysis.Hold},
