@@ -48,6 +48,7 @@ func TestReportsRenderInChromium(t *testing.T) {
 	for name, r := range map[string]Release{
 		"promoted":    fromFile(t, "release_promoted.json"),
 		"rolled-back": fromFile(t, "release_rolled_back_rate_judge.json"),
+		"aborted":     fromFile(t, "path_aborted_canary.json"),
 		"long":        longRelease(3000),
 	} {
 		t.Run(name, func(t *testing.T) {
