@@ -7,6 +7,7 @@ package e2e
 // replays (MLRELEASE_RECORD_HISTORY=dir writes them).
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -36,6 +37,7 @@ import (
 	"github.com/mlrelease/mlrelease/internal/notify"
 	"github.com/mlrelease/mlrelease/internal/plan"
 	"github.com/mlrelease/mlrelease/internal/registry"
+	"github.com/mlrelease/mlrelease/internal/report"
 	"github.com/mlrelease/mlrelease/internal/scoring"
 	"github.com/mlrelease/mlrelease/internal/stack/devserver"
 	"github.com/mlrelease/mlrelease/workflows"
@@ -547,6 +549,17 @@ func TestLongReleaseThroughContinueAsNew(t *testing.T) {
 		}
 	}
 	require.Equal(t, st.Rounds, audited)
+
+	// Its report, drawn from the release and every round in its audit log, stays
+	// within 2 MB.
+	rep, err := report.Load(ctx, e.c, e.reg, model, nil)
+	require.NoError(t, err)
+	require.Len(t, rep.Rounds, st.Rounds)
+	var page bytes.Buffer
+	require.NoError(t, report.Write(&page, rep))
+	require.Less(t, page.Len(), 2<<20, "the report of %d rounds", st.Rounds)
+	require.Contains(t, page.String(), `class="outcome promoted"`)
+	t.Logf("report of %d rounds over %d runs: %d bytes", st.Rounds, st.Runs, page.Len())
 }
 
 // TestApprovalDuringContinueAsNew: a release whose every run hands over at once
