@@ -440,19 +440,20 @@ func TestReleasePaths(t *testing.T) {
 	}
 }
 
-// longBake is each of the long release's two canary steps: 1,500 rounds at 5 ms.
-// The dev server fires a timer about a second late, so a round takes a second.
-// MLRELEASE_LONG_BAKE shortens it while working on the test.
-var longBake = func() time.Duration {
+// longBake is each of the long release's two canary steps, at a 5 ms interval. The
+// dev server fires a timer about a second late, so a round takes a second: by default
+// 60 rounds a step, with runs of 40 rounds; MLRELEASE_LONG_BAKE=7500ms gives the
+// 3,000 rounds of bench/README.md (about 50 minutes), with the default limits.
+var longBake, longLimits = func() (time.Duration, workflows.RunLimits) {
 	if d, err := time.ParseDuration(os.Getenv("MLRELEASE_LONG_BAKE")); err == nil && d > 0 {
-		return d
+		return d, workflows.RunLimits{}
 	}
-	return 7500 * time.Millisecond
+	return 300 * time.Millisecond, workflows.RunLimits{RoundsPerRun: 40}
 }()
 
-// TestLongReleaseThroughContinueAsNew: more than 3,000 analysis rounds at a short
-// interval, with the default limits (500 rounds a run): the release continues as new
-// several times, every run's history and payload within bounds, and decisions sent
+// TestLongReleaseThroughContinueAsNew: many analysis rounds at a short interval (3,000
+// with MLRELEASE_LONG_BAKE=7500ms and the default limits of 500 rounds a run): the
+// release continues as new several times, every run's history and payload within bounds, and decisions sent
 // all along, through the switches, are each honoured once; the approval is sent as
 // the release continues as new at the approval stage.
 func TestLongReleaseThroughContinueAsNew(t *testing.T) {
@@ -469,7 +470,7 @@ func TestLongReleaseThroughContinueAsNew(t *testing.T) {
 		p.PostPromotion.Watch = 0
 	})
 	started := time.Now()
-	e.start(t, ctx, p, workflows.RunLimits{})
+	e.start(t, ctx, p, longLimits)
 
 	// Pause and resume all through the canary, as updates and as signals: every
 	// accepted one must be in the final record, in whichever run it arrived.
