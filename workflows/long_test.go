@@ -408,3 +408,27 @@ func maxOf(xs []int) int {
 	}
 	return m
 }
+
+// TestContinueAsNewWhileAwaitingApproval: a run that has used up its rounds when the
+// approval wait begins hands over at once; the next run waits out the rest of the
+// same deadline and takes the approval; another release times out at the original
+// deadline, not a new one.
+func TestContinueAsNewWhileAwaitingApproval(t *testing.T) {
+	short := func(p *plan.Plan) {
+		p.Canary.Steps = []plan.Step{{Weight: 10, Bake: plan.Duration(10 * time.Minute)}}
+		p.PostPromotion.Watch = 0
+	}
+	l := &longRun{t: t, plan: parsePlan(t, sevenDayPlan, short), limits: RunLimits{RoundsPerRun: 10}, at: []timedDecision{
+		{after: 5 * time.Hour, kind: Approve, req: DecisionRequest{Who: "alice", Comment: "ok"}},
+	}}
+	res := l.run()
+	require.Equal(t, OutcomePromoted, res.Outcome, res.Reason)
+	require.GreaterOrEqual(t, l.runs, 2)
+
+	l = &longRun{t: t, plan: parsePlan(t, sevenDayPlan, short), limits: RunLimits{RoundsPerRun: 10}}
+	res = l.run()
+	require.Equal(t, OutcomeRolledBack, res.Outcome)
+	require.Contains(t, res.Reason, "approval timed out")
+	// 10 minutes of canary, then the 24 h timeout, across the switch.
+	require.WithinDuration(t, l.start.Add(24*time.Hour+10*time.Minute), res.Status.UpdatedAt, time.Minute)
+}

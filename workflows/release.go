@@ -247,8 +247,12 @@ func (r *release) approval(ctx workflow.Context) error {
 	var decided bool
 	var err error
 	for {
+		var left time.Duration // zero waits without a timeout, as the plan's zero does
+		if ap.Timeout > 0 {
+			left = max(r.ApprovalDeadline.Sub(workflow.Now(ctx)), time.Millisecond)
+		}
 		decided, err = workflow.AwaitWithOptions(ctx, workflow.AwaitOptions{
-			Timeout:      r.ApprovalDeadline.Sub(workflow.Now(ctx)),
+			Timeout:      left,
 			TimerOptions: workflow.TimerOptions{Summary: fmt.Sprintf("approval timeout (%s, then %s)", ap.Timeout, ap.OnTimeout)},
 		}, func() bool {
 			return r.Approved != nil || r.Interrupt != nil || r.continueAsNewDue(ctx) || len(r.UnrecordedDecisions) >= AuditBatch
