@@ -37,6 +37,7 @@ import (
 	"github.com/mlrelease/mlrelease/internal/notify"
 	"github.com/mlrelease/mlrelease/internal/plan"
 	"github.com/mlrelease/mlrelease/internal/registry"
+	"github.com/mlrelease/mlrelease/internal/release"
 	"github.com/mlrelease/mlrelease/internal/report"
 	"github.com/mlrelease/mlrelease/internal/scoring"
 	"github.com/mlrelease/mlrelease/internal/stack/devserver"
@@ -599,6 +600,19 @@ func TestApprovalDuringContinueAsNew(t *testing.T) {
 		}
 		require.Equal(t, 2, approvals)
 		t.Logf("signal %v: promoted after %d runs, approvals taken during the switches", viaSignal, st.Runs)
+		// list shows the release once, however many runs it took; status follows it.
+		var listed []release.Release
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+			if listed, err = release.List(ctx, e.c, model); err == nil && len(listed) == 1 && listed[0].Status == "completed" {
+				break
+			}
+		}
+		require.NoError(t, err)
+		require.Len(t, listed, 1, "one release, not one line a run")
+		require.Equal(t, workflows.StagePromoted, listed[0].Stage)
+		got, err := release.GetStatus(ctx, e.c, model)
+		require.NoError(t, err)
+		require.Equal(t, st.Runs, got.Runs)
 		if !viaSignal {
 			e.record(t, ctx, model, "storm_approval")
 		}
