@@ -1,6 +1,7 @@
 package report
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -64,8 +65,9 @@ func FromHistory(r io.Reader) (Release, error) {
 	}
 	var rounds []workflows.AnalysisRound
 	if len(audit) > 0 {
+		// Decisions only (no round in this run's audit events) is no error.
 		ev, err := release.EvidenceOf(rel.Status.Model, rel.Status.ReleaseRun, audit)
-		if err != nil {
+		if err != nil && !errors.Is(err, release.ErrNoRelease) {
 			return Release{}, err
 		}
 		rounds = ev.Rounds
