@@ -8,37 +8,11 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/mlrelease/mlrelease/internal/plan"
 	"github.com/mlrelease/mlrelease/internal/release"
 	"github.com/mlrelease/mlrelease/internal/stack"
 	"github.com/mlrelease/mlrelease/internal/stack/cluster"
 	"github.com/mlrelease/mlrelease/workflows"
 )
-
-// clusterPlan needs no decision: the release runs from start to promotion on its own.
-const clusterPlan = `
-model: wine
-staging:
-  dataset: ../examples/demo/data/eval.csv
-  minAccuracy: 0.85
-  maxAccuracyDrop: 0.05
-canary:
-  steps:
-    - {weight: 20, bake: 4s}
-    - {weight: 60, bake: 4s}
-analysis:
-  interval: 2s
-  metrics:
-    - name: error-rate
-      judge: rate
-      query: sum(mlrelease_gateway_requests_total{model="{{.Model}}",variant="{{.Variant}}",version="{{.Version}}",code=~"5.."})
-      totalQuery: sum(mlrelease_gateway_requests_total{model="{{.Model}}",variant="{{.Variant}}",version="{{.Version}}"})
-      tolerance: 0.1
-      minSamples: 20
-      maxHolds: 5
-approval:
-  required: false
-`
 
 // A release on a real Temporal cluster: the Temporal server on PostgreSQL, the
 // topology docker-compose runs, rather than the dev server. The scale benchmark
@@ -56,9 +30,7 @@ func TestClusterRelease(t *testing.T) {
 	require.NoError(t, err, "start the local stack on the cluster")
 	defer l.Close()
 
-	p, err := plan.Parse([]byte(clusterPlan))
-	require.NoError(t, err)
-	p.Approval.Unsigned = true // about the cluster, not identity: no decisions are taken
+	p := unattendedPlan(t, false)
 	_, err = release.Start(ctx, l.Temporal, l.Registry, release.StartOptions{Plan: p, PlanDir: filepath.Join(root, "e2e"),
 		Version: "2", StartedBy: "e2e", TaskQueue: l.TaskQueue})
 	require.NoError(t, err)

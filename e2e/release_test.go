@@ -55,6 +55,20 @@ postPromotion:
   watch: 4s
 `
 
+// unattendedPlan is fastPlan taking no decision, and without its shadow soak and its
+// watch when canaryOnly: it runs from start to promotion on its own.
+func unattendedPlan(t *testing.T, canaryOnly bool) *plan.Plan {
+	t.Helper()
+	p, err := plan.Parse([]byte(fastPlan))
+	require.NoError(t, err)
+	p.Approval = plan.Approval{Unsigned: true, OnTimeout: plan.OnTimeoutRollback}
+	if canaryOnly {
+		p.Staging, p.Shadow, p.PostPromotion = plan.Staging{}, plan.Shadow{}, plan.PostPromotion{}
+	}
+	require.NoError(t, p.Validate())
+	return p
+}
+
 func TestRelease(t *testing.T) {
 	root, err := filepath.Abs("..")
 	require.NoError(t, err)

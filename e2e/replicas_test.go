@@ -23,7 +23,6 @@ import (
 	"github.com/mlrelease/mlrelease/examples/demo/model"
 	"github.com/mlrelease/mlrelease/internal/config"
 	"github.com/mlrelease/mlrelease/internal/deploy"
-	"github.com/mlrelease/mlrelease/internal/plan"
 	"github.com/mlrelease/mlrelease/internal/registry"
 	"github.com/mlrelease/mlrelease/internal/release"
 	"github.com/mlrelease/mlrelease/internal/scoring"
@@ -33,28 +32,9 @@ import (
 	"github.com/mlrelease/mlrelease/workflows"
 )
 
-// replicasPlan releases through three gateway replicas. Each replica counts its own
-// requests, so the queries sum over them; a replica that restarts starts its
+// The release goes through three gateway replicas. Each replica counts its own
+// requests and the plan's queries sum over them; a replica that restarts starts its
 // counters again, which the judges see as a reset (no data for that round).
-const replicasPlan = `
-model: wine
-canary:
-  steps:
-    - {weight: 20, bake: 6s}
-    - {weight: 60, bake: 4s}
-analysis:
-  interval: 2s
-  metrics:
-    - name: error-rate
-      judge: rate
-      query: sum(mlrelease_gateway_requests_total{model="{{.Model}}",variant="{{.Variant}}",version="{{.Version}}",code=~"5.."})
-      totalQuery: sum(mlrelease_gateway_requests_total{model="{{.Model}}",variant="{{.Variant}}",version="{{.Version}}"})
-      tolerance: 0.1
-      minSamples: 20
-      maxHolds: 10
-approval:
-  required: false
-`
 
 // Three gateway processes, the worker's deployer driving all three: one replica is
 // killed (SIGKILL) during the first canary step and kept down until the move to the
@@ -162,8 +142,7 @@ func TestGatewayReplicas(t *testing.T) {
 		}()
 	}
 
-	p, err := plan.Parse([]byte(replicasPlan))
-	require.NoError(t, err)
+	p := unattendedPlan(t, true)
 	_, err = release.Start(ctx, dev.Client(), reg, release.StartOptions{Plan: p, PlanDir: root, Version: "2", StartedBy: "e2e", TaskQueue: cfg.TaskQueue})
 	require.NoError(t, err)
 
