@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -174,7 +176,12 @@ func TestHTTPRouteRelease(t *testing.T) {
 		}}}
 	})
 
-	client, err := dynamic.NewForConfig(srv.Config(kubeapi.Admin))
+	// The worker's own way in: a kubeconfig file.
+	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := srv.Kubeconfig(kubeconfig, kubeapi.Admin); err != nil {
+		t.Fatal(err)
+	}
+	client, err := deploy.NewKubeClient(kubeconfig)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -322,6 +329,16 @@ func TestHTTPRouteWaitsForItsController(t *testing.T) {
 		t.Fatalf("no controller: %v, want a retryable error naming the wait", err)
 	}
 	t.Log(err)
+
+	// An identity without the rights is refused, not retried: the error says what to grant.
+	deployer, err := dynamic.NewForConfig(srv.Config(kubeapi.Deployer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = deploy.NewHTTPRoute(deployer, target).Apply(context.Background(), deploy.Traffic{Model: "wine", Champion: deploy.Backend{Version: "1", URL: "http://wine-v1:8080"}})
+	if !errors.Is(err, deploy.ErrInvalid) || !strings.Contains(err.Error(), "grant it") {
+		t.Fatalf("without rights: %v, want invalid naming the grant", err)
+	}
 
 	// A route that does not exist, and a rule it does not have, are not retried.
 	for _, tg := range []deploy.Target{
