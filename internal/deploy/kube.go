@@ -146,7 +146,7 @@ func (o object) classify(verb string, err error) error {
 	case apierrors.IsConflict(err):
 		return fmt.Errorf("%s %s: %w: it changed while we applied, or another manager holds the field (%v); retrying reads it again", verb, o.target, ErrConflict, err)
 	case apierrors.IsForbidden(err), apierrors.IsUnauthorized(err):
-		return fmt.Errorf("%s %s: %w: the worker's Kubernetes identity may not (%v); grant it patch on this resource (see deploy/kubernetes)", verb, o.target, ErrInvalid, err)
+		return fmt.Errorf("%s %s: %w: the worker's Kubernetes identity may not (%v); grant it get and patch on this resource (kubernetes/rbac.yaml)", verb, o.target, ErrInvalid, err)
 	case apierrors.IsInvalid(err), apierrors.IsBadRequest(err):
 		return fmt.Errorf("%s %s: %w: %v", verb, o.target, ErrInvalid, err)
 	}
