@@ -143,7 +143,8 @@ func metrics(r Release) ([]metricView, bool) {
 	if len(r.Rounds) > 0 {
 		for _, rd := range r.Rounds {
 			for _, m := range rd.Measurements {
-				p := point{Round: rd.Round, At: rd.At, Stage: rd.Stage, Weight: rd.Weight, Candidate: m.Value, Champion: m.Baseline, Verdict: m.Verdict}
+				cand, champ := drawnValues(m)
+				p := point{Round: rd.Round, At: rd.At, Stage: rd.Stage, Weight: rd.Weight, Candidate: cand, Champion: champ, Verdict: m.Verdict}
 				if e := m.Evidence; e != nil && e.EValue != nil && !math.IsNaN(*e.EValue) {
 					p.EValue, p.Threshold = e.EValue, e.Threshold
 				}
@@ -182,6 +183,20 @@ func metrics(r Release) ([]metricView, bool) {
 		out = append(out, mv)
 	}
 	return out, downsampled
+}
+
+// drawnValues are what a metric's chart draws for a measurement: its value against
+// the champion's; for a latency judge, the highest quantile's estimates (p99); for a
+// drift judge, its PSI alone.
+func drawnValues(m analysis.Measurement) (cand, champ *float64) {
+	if m.Value != nil || m.Evidence == nil {
+		return m.Value, m.Baseline
+	}
+	if q := m.Evidence.Quantiles; len(q) > 0 {
+		last := q[len(q)-1]
+		return &last.Candidate, &last.Champion
+	}
+	return m.Evidence.PSI, nil
 }
 
 // downsample merges neighbouring points into at most n: each keeps its first round,

@@ -14,7 +14,7 @@ import (
 // Charts are SVG drawn here, in a fixed frame that CSS scales to the page's width.
 const (
 	chartW, chartH = 960.0, 220.0
-	padL, padR     = 56.0, 16.0
+	padL, padR     = 72.0, 16.0
 	padT, padB     = 14.0, 30.0
 )
 
