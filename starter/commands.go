@@ -39,11 +39,7 @@ func (a *app) start(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	cfg, err := a.settings()
-	if err != nil {
-		return err
-	}
-	reg, err := openAnyRegistry(cfg)
+	cfg, reg, err := a.registry()
 	if err != nil {
 		return err
 	}
@@ -258,11 +254,7 @@ func (a *app) route(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	cfg, err := a.settings()
-	if err != nil {
-		return err
-	}
-	reg, err := openAnyRegistry(cfg)
+	cfg, reg, err := a.registry()
 	if err != nil {
 		return err
 	}

@@ -27,11 +27,7 @@ func (a *app) evidence(ctx context.Context, args []string) error {
 	if *output != "text" && *output != "json" {
 		return usagef("-o %q: want text or json", *output)
 	}
-	cfg, err := a.settings()
-	if err != nil {
-		return err
-	}
-	reg, err := openAnyRegistry(cfg)
+	_, reg, err := a.registry()
 	if err != nil {
 		return err
 	}

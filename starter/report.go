@@ -38,11 +38,7 @@ func (a *app) report(ctx context.Context, args []string) error {
 			return fmt.Errorf("%s: %w", *history, err)
 		}
 	case len(pos) == 1:
-		cfg, err := a.settings()
-		if err != nil {
-			return err
-		}
-		reg, err := openAnyRegistry(cfg)
+		cfg, reg, err := a.registry()
 		if err != nil {
 			return err
 		}
@@ -82,13 +78,20 @@ func (a *app) report(ctx context.Context, args []string) error {
 	return nil
 }
 
-// openAnyRegistry opens the configured registry: MLflow's server, or the local
-// SQLite file, which must exist (only `register` creates it).
-func openAnyRegistry(cfg config.Worker) (registry.Registry, error) {
-	if cfg.Registry == registry.KindMLflow {
-		return registry.Open(cfg.Registry, "")
+// registry reads the settings and opens the configured registry: MLflow's server, or
+// the local SQLite file, which must exist (only `register` creates it).
+func (a *app) registry() (config.Worker, registry.Registry, error) {
+	cfg, err := a.settings()
+	if err != nil {
+		return cfg, nil, err
 	}
-	return openRegistry(cfg.RegistryPath, false)
+	var reg registry.Registry
+	if cfg.Registry == registry.KindMLflow {
+		reg, err = registry.Open(cfg.Registry, "")
+	} else {
+		reg, err = openRegistry(cfg.RegistryPath, false)
+	}
+	return cfg, reg, err
 }
 
 // keys makes demo signing keys: DIR/NAME for each name, and DIR/allowed_signers
