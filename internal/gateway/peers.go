@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net"
 	"net/http"
 	"time"
 
@@ -117,7 +118,11 @@ func (g *Gateway) forwardFeedback(w http.ResponseWriter, r *http.Request, f Feed
 		return false
 	}
 	hc := &http.Client{Timeout: peerTimeout}
+	local, _ := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
 	for _, base := range peers {
+		if local != nil && pointsAt(base, local) {
+			continue // this replica, which has looked already
+		}
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/feedback", bytes.NewReader(body))
 		if err != nil {
 			continue
