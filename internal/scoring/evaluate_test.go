@@ -172,3 +172,49 @@ func TestLatencyQuantileWithinOnePercent(t *testing.T) {
 		require.InEpsilonf(t, float64(exact), float64(got), 0.011, "q%v: got %s, exact %s", q, got, exact)
 	}
 }
+
+// Failed requests are counted apart, by kind (HTTP status, timeout, transport), never
+// as wrong answers; their texts, which could carry secrets, are not kept.
+func TestEvaluateCountsFailuresByKind(t *testing.T) {
+	ds := indexedSet(12)
+	failing := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		http.Error(w, "token=s3cret overloaded", http.StatusServiceUnavailable)
+	}))
+	defer failing.Close()
+	slow := newRowServer(t, time.Second)
+	dead := httptest.NewServer(http.NotFoundHandler())
+	dead.Close()
+	for _, c := range []struct {
+		name, url, kind string
+		timeout         time.Duration
+	}{
+		{"503", failing.URL, "503", 0},
+		{"timeout", slow.URL, "timeout", 20 * time.Millisecond},
+		{"transport", dead.URL, "transport", 0},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			p, err := Evaluate(context.Background(), nil, c.url, ds, Progress{}, EvaluateOptions{RequestTimeout: c.timeout})
+			require.NoError(t, err)
+			require.Equal(t, 12, p.Tally.Requests)
+			require.Equal(t, 12, p.Tally.Errors)
+			require.Zero(t, p.Tally.N)
+			require.Equal(t, map[string]int{c.kind: 12}, p.Tally.ErrorsByKind)
+			b, _ := json.Marshal(p)
+			require.NotContains(t, string(b), "s3cret")
+		})
+	}
+}
+
+// A cancelled evaluation stops, with the progress so far and the context's error.
+func TestEvaluateHonoursCancellation(t *testing.T) {
+	srv := newRowServer(t, 50*time.Millisecond)
+	ctx, cancel := context.WithCancel(context.Background())
+	p, err := Evaluate(ctx, nil, srv.URL, indexedSet(200), Progress{}, EvaluateOptions{Concurrency: 2, Checkpoint: func(p Progress) {
+		if p.Scored() == 4 {
+			cancel()
+		}
+	}})
+	require.ErrorIs(t, err, context.Canceled)
+	require.Less(t, p.Scored(), 200)
+	require.GreaterOrEqual(t, p.Scored(), 4)
+}
