@@ -9,6 +9,7 @@ import (
 
 	"github.com/mlrelease/mlrelease/internal/analysis"
 	"github.com/mlrelease/mlrelease/internal/plan"
+	"github.com/mlrelease/mlrelease/internal/registry"
 )
 
 // A release renews its history (continue-as-new) before Temporal's limits come near
@@ -17,8 +18,8 @@ import (
 // first. The next run gets the plan and the whole state (Carried) and goes on where
 // this one was; the workflow ID stays release/<model>.
 const (
-	// DefaultRoundsPerRun bounds a run's analysis rounds: about 12 events each, so a
-	// run stays far below 10,000 events.
+	// DefaultRoundsPerRun bounds a run's analysis rounds: 6 events each (12 before
+	// changeLocalRounds), so a run stays far below 10,000 events.
 	DefaultRoundsPerRun = 500
 	// DefaultHistoryLimit is the history length at which a run continues as new even
 	// without the server's suggestion (the server's own limit is 51,200 events).
@@ -39,6 +40,11 @@ const (
 	// changeAuditDecisions: every decision also goes to the audit log, and the
 	// status keeps the latest RecentDecisions.
 	changeAuditDecisions = "audit-decisions"
+	// changeLocalRounds: an analysis round (and its batch for the audit log) is a
+	// local activity, one marker in the history instead of an activity's three events
+	// and a second workflow task, and rounds are due on the bake's clock, so that a
+	// bake lasts what the plan says however long each round takes.
+	changeLocalRounds = "local-rounds"
 )
 
 // roundsPerRun and historyLimit are the run's limits; the input may lower them (tests
@@ -121,7 +127,7 @@ func (r *release) flushRounds(ctx workflow.Context, all bool) error {
 			return temporal.NewNonRetryableApplicationError("audit rounds", "Invalid", err)
 		}
 		summary := fmt.Sprintf("registry: audit rounds %d-%d", r.Unrecorded[0].Round, r.Unrecorded[n-1].Round)
-		if err := workflow.ExecuteActivity(r.compensating(ctx, summary), a.RecordEvents, r.plan.Model, events).Get(ctx, nil); err != nil {
+		if err := r.recordEvents(ctx, summary, events); err != nil {
 			return err
 		}
 		r.Unrecorded = append([]AnalysisRound(nil), r.Unrecorded[n:]...)
@@ -134,12 +140,21 @@ func (r *release) flushRounds(ctx workflow.Context, all bool) error {
 			return temporal.NewNonRetryableApplicationError("audit decisions", "Invalid", err)
 		}
 		summary := fmt.Sprintf("registry: audit decisions %d-%d", first, first+n-1)
-		if err := workflow.ExecuteActivity(r.compensating(ctx, summary), a.RecordEvents, r.plan.Model, events).Get(ctx, nil); err != nil {
+		if err := r.recordEvents(ctx, summary, events); err != nil {
 			return err
 		}
 		r.UnrecordedDecisions = append([]Decision(nil), r.UnrecordedDecisions[n:]...)
 	}
 	return nil
+}
+
+// recordEvents appends events to the registry's audit log, retried until it
+// succeeds; since changeLocalRounds as a local activity (one marker event).
+func (r *release) recordEvents(ctx workflow.Context, summary string, events []registry.Event) error {
+	if r.localRounds {
+		return workflow.ExecuteLocalActivity(r.compensatingLocal(ctx, summary), a.RecordEvents, r.plan.Model, events).Get(ctx, nil)
+	}
+	return workflow.ExecuteActivity(r.compensating(ctx, summary), a.RecordEvents, r.plan.Model, events).Get(ctx, nil)
 }
 
 // bindTally gives a tally carried from the previous run its metrics back (they are

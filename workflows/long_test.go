@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"go.temporal.io/sdk/activity"
 	"strings"
 	"sync"
 	"testing"
@@ -88,9 +89,11 @@ type longRun struct {
 	audited map[int]bool
 	// per run: activities and analysis rounds, for the history estimate
 	runActivities, runRounds []int
-	traffic                  []deploy.Traffic
-	runs                     int
-	decisions                int // audited
+	// runLocal counts the local activities of each run: one marker event each.
+	runLocal  []int
+	traffic   []deploy.Traffic
+	runs      int
+	decisions int // audited
 	// firstRun is the release's first run ID, in its audit keys (the test suite
 	// leaves it empty).
 	firstRun string
@@ -120,6 +123,17 @@ func (l *longRun) activity() {
 	l.runActivities[len(l.runActivities)-1]++
 }
 
+// activityIn counts an activity, or a local one.
+func (l *longRun) activityIn(ctx context.Context) {
+	if !activity.GetInfo(ctx).IsLocalActivity {
+		l.activity()
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.runLocal[len(l.runLocal)-1]++
+}
+
 // env is one run's test environment with every activity mocked.
 func (l *longRun) env(s *testsuite.WorkflowTestSuite, start time.Time) *testsuite.TestWorkflowEnvironment {
 	env := s.NewTestWorkflowEnvironment()
@@ -141,8 +155,8 @@ func (l *longRun) env(s *testsuite.WorkflowTestSuite, start time.Time) *testsuit
 			return nil
 		}).Maybe()
 	env.OnActivity(a.RecordEvents, mock.Anything, mock.Anything, mock.Anything).Return(
-		func(_ context.Context, model string, events []registry.Event) error {
-			l.activity()
+		func(ctx context.Context, model string, events []registry.Event) error {
+			l.activityIn(ctx)
 			l.payload("RecordEvents input", events)
 			l.mu.Lock()
 			defer l.mu.Unlock()
@@ -167,8 +181,8 @@ func (l *longRun) env(s *testsuite.WorkflowTestSuite, start time.Time) *testsuit
 			return deploy.Applied{Traffic: t}, nil
 		}).Maybe()
 	env.OnActivity(a.Analyze, mock.Anything, mock.Anything).Return(
-		func(_ context.Context, in activities.AnalyzeInput) ([]analysis.Measurement, error) {
-			l.activity()
+		func(ctx context.Context, in activities.AnalyzeInput) ([]analysis.Measurement, error) {
+			l.activityIn(ctx)
 			l.payload("Analyze input", in)
 			l.mu.Lock()
 			l.runRounds[len(l.runRounds)-1]++
@@ -221,9 +235,10 @@ func (l *longRun) env(s *testsuite.WorkflowTestSuite, start time.Time) *testsuit
 }
 
 // estimatedEvents bounds a run's history from what it did: each activity takes at
-// most 6 events with its workflow task, each round's timer 5, and the run's start,
-// end, markers, search attributes and decisions fewer than 200.
-func estimatedEvents(activities, rounds int) int { return 6*activities + 5*rounds + 200 }
+// most 6 events with its workflow task, each local activity its marker, each round's
+// timer 5 with its workflow task, and the run's start, end, markers, search
+// attributes and decisions fewer than 200.
+func estimatedEvents(activities, local, rounds int) int { return 6*activities + local + 5*rounds + 200 }
 
 // run drives the release to its end and returns its result and the number of runs.
 func (l *longRun) run() Result {
@@ -237,6 +252,7 @@ func (l *longRun) run() Result {
 		require.Less(l.t, l.runs, 1000, "the release never ends")
 		l.runActivities = append(l.runActivities, 0)
 		l.runRounds = append(l.runRounds, 0)
+		l.runLocal = append(l.runLocal, 0)
 		env := l.env(s, runStart)
 		l.now = env.Now
 		for _, d := range l.at {
@@ -259,8 +275,8 @@ func (l *longRun) run() Result {
 		require.NoError(l.t, v.Get(&st))
 		l.payload("status query", st)
 		n := len(l.runActivities) - 1
-		require.Lessf(l.t, estimatedEvents(l.runActivities[n], l.runRounds[n]), 10_000,
-			"run %d: %d activities, %d rounds", l.runs, l.runActivities[n], l.runRounds[n])
+		require.Lessf(l.t, estimatedEvents(l.runActivities[n], l.runLocal[n], l.runRounds[n]), 10_000,
+			"run %d: %d activities, %d local, %d rounds", l.runs, l.runActivities[n], l.runLocal[n], l.runRounds[n])
 
 		err = env.GetWorkflowError()
 		var can *workflow.ContinueAsNewError
@@ -396,7 +412,7 @@ func TestThirtyDayWatch(t *testing.T) {
 func (l *longRun) maxEvents() int {
 	m := 0
 	for i := range l.runActivities {
-		m = max(m, estimatedEvents(l.runActivities[i], l.runRounds[i]))
+		m = max(m, estimatedEvents(l.runActivities[i], l.runLocal[i], l.runRounds[i]))
 	}
 	return m
 }

@@ -42,6 +42,7 @@ func ReleaseWorkflow(ctx workflow.Context, in ReleaseInput) (*Result, error) {
 	r := newRelease(ctx, in)
 	r.bounded = workflow.GetVersion(ctx, changeLongRelease, workflow.DefaultVersion, 1) >= 1
 	r.auditDecisions = workflow.GetVersion(ctx, changeAuditDecisions, workflow.DefaultVersion, 1) >= 1
+	r.localRounds = workflow.GetVersion(ctx, changeLocalRounds, workflow.DefaultVersion, 1) >= 1
 	if err := r.setHandlers(ctx); err != nil {
 		return nil, err
 	}
@@ -414,27 +415,39 @@ func (r *release) bake(ctx workflow.Context, stage Stage, step int, d time.Durat
 			r.Judged = judgedStage{Stage: stage, Since: workflow.Now(ctx), States: map[string]analysis.JudgeState{}}
 		}
 		r.Bake = bakeProgress{Stage: stage, Step: step, Tally: analysis.NewTally(metrics)}
+		if r.localRounds {
+			r.Bake.Start = workflow.Now(ctx)
+		}
+	}
+	if r.localRounds && r.Bake.Start.IsZero() {
+		// A bake begun before changeLocalRounds goes on with a clock from its progress.
+		r.Bake.Start = workflow.Now(ctx).Add(-r.Bake.Elapsed)
 	}
 	tally := r.Bake.Tally
 	bindTally(tally, metrics)
+	summary := fmt.Sprintf("analyse %s at %d%%", stage, r.Status.CandidateWeight)
+	retry := &temporal.RetryPolicy{InitialInterval: time.Second, MaximumAttempts: 3}
 	actx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
-		StartToCloseTimeout: 30 * time.Second,
-		HeartbeatTimeout:    heartbeatTimeout,
-		RetryPolicy:         &temporal.RetryPolicy{InitialInterval: time.Second, MaximumAttempts: 3},
-		Summary:             fmt.Sprintf("analyse %s at %d%%", stage, r.Status.CandidateWeight),
-	})
+		StartToCloseTimeout: 30 * time.Second, HeartbeatTimeout: heartbeatTimeout, RetryPolicy: retry, Summary: summary})
+	lctx := workflow.WithLocalActivityOptions(ctx, workflow.LocalActivityOptions{
+		StartToCloseTimeout: 30 * time.Second, RetryPolicy: retry, Summary: summary})
 	for {
-		if err := r.wait(ctx, r.nextWait(ctx, interval), r.bakeSummary(stage, d)); err != nil {
+		if err := r.nextRound(ctx, stage, d, interval); err != nil {
 			return err
 		}
 		if err := r.pauseExpired(ctx); err != nil {
 			return err
 		}
-		r.Bake.Elapsed += interval
 		in := activities.AnalyzeInput{Model: r.plan.Model, Champion: r.Champion.Version, Candidate: r.Candidate.Version,
 			Interval: r.plan.Analysis.Interval, Metrics: metrics, Since: r.Judged.Since, States: r.Judged.States}
 		var ms []analysis.Measurement
-		if err := workflow.ExecuteActivity(actx, a.Analyze, in).Get(ctx, &ms); err != nil {
+		var analyse workflow.Future
+		if r.localRounds {
+			analyse = workflow.ExecuteLocalActivity(lctx, a.Analyze, in)
+		} else {
+			analyse = workflow.ExecuteActivity(actx, a.Analyze, in)
+		}
+		if err := analyse.Get(ctx, &ms); err != nil {
 			return err
 		}
 		ms = r.Judged.keep(ms)
@@ -470,6 +483,44 @@ func (r *release) bake(ctx workflow.Context, stage Stage, step int, d time.Durat
 			return err
 		}
 	}
+}
+
+// nextRound waits for the bake's next analysis round and moves its clock there.
+// Since changeLocalRounds round k is due at the bake's start plus k intervals, so a
+// bake lasts what the plan says however long each round takes; a release that fell
+// behind (its worker was down) takes the latest round due at once and skips the ones
+// it missed: the sequential judges' counts since the stage began lose nothing, and a
+// window is never judged twice.
+func (r *release) nextRound(ctx workflow.Context, stage Stage, d, interval time.Duration) error {
+	if !r.localRounds {
+		if err := r.wait(ctx, r.nextWait(ctx, interval), r.bakeSummary(stage, d)); err != nil {
+			return err
+		}
+		r.Bake.Elapsed += interval
+		return nil
+	}
+	due := r.Bake.Elapsed + interval
+	for {
+		left := r.Bake.Start.Add(due).Sub(workflow.Now(ctx))
+		if left <= 0 {
+			break
+		}
+		// The wait is cut short by the pause limit, which then rolls back.
+		if err := r.wait(ctx, r.nextWait(ctx, left), r.bakeSummary(stage, d)); err != nil {
+			return err
+		}
+		if err := r.pauseExpired(ctx); err != nil {
+			return err
+		}
+	}
+	if err := r.check(); err != nil {
+		return err
+	}
+	if behind := workflow.Now(ctx).Sub(r.Bake.Start.Add(due)); behind >= interval {
+		due += behind / interval * interval
+	}
+	r.Bake.Elapsed = due
+	return nil
 }
 
 // bakeSummary names the timer to the next analysis for the Web UI.
@@ -721,6 +772,19 @@ func (r *release) act(ctx workflow.Context, summary string) workflow.Context {
 			BackoffCoefficient: 2,
 			MaximumInterval:    30 * time.Second,
 			MaximumAttempts:    5,
+		},
+		Summary: summary,
+	})
+}
+
+// compensatingLocal is compensating for a local activity.
+func (r *release) compensatingLocal(ctx workflow.Context, summary string) workflow.Context {
+	return workflow.WithLocalActivityOptions(ctx, workflow.LocalActivityOptions{
+		StartToCloseTimeout: time.Minute,
+		RetryPolicy: &temporal.RetryPolicy{
+			InitialInterval:    time.Second,
+			BackoffCoefficient: 2,
+			MaximumInterval:    time.Minute,
 		},
 		Summary: summary,
 	})

@@ -86,14 +86,16 @@ type releaseSuite struct {
 	setTraffic   func(t deploy.Traffic) error
 	evaluation   activities.EvaluateOutput
 	checkQueries error
-	// evaluationTakes is how long, on the workflow's clock, EvaluateStaging takes.
-	evaluationTakes time.Duration
+	// evaluationTakes is how long, on the workflow's clock, EvaluateStaging takes;
+	// analyzeTakes the same of an analysis round.
+	evaluationTakes, analyzeTakes time.Duration
 	// trafficDelay is how long, on the workflow's clock, the nth SetTraffic call takes.
 	trafficDelay map[int]time.Duration
 
 	mu            sync.Mutex
 	analyzeCalls  int
 	analyzeInputs []activities.AnalyzeInput
+	analyzeAt     []time.Time // when each round ended, on the workflow's clock
 	trafficCalls  int
 	traffic       []deploy.Traffic // every SetTraffic call, failed attempts included
 	trafficFailed []bool
@@ -126,7 +128,8 @@ func (s *releaseSuite) SetupTest() {
 	s.announce = nil
 	s.notifyErr = nil
 	s.trafficDelay = nil
-	s.evaluationTakes = 0
+	s.evaluationTakes, s.analyzeTakes = 0, 0
+	s.analyzeAt = nil
 	s.trafficCalls = 0
 	s.analyzeCalls, s.traffic, s.trafficFailed, s.changes, s.notes = 0, nil, nil, nil, nil
 	s.analyzeInputs = nil
@@ -187,7 +190,14 @@ func (s *releaseSuite) SetupTest() {
 			s.mu.Lock()
 			s.analyzeCalls++
 			call := s.analyzeCalls
-			s.analyzeInputs = append(s.analyzeInputs, in)
+			// A local activity gets the workflow's values as they are: keep a copy.
+			kept := in
+			kept.States = make(map[string]analysis.JudgeState, len(in.States))
+			for k, v := range in.States {
+				kept.States[k] = v.Clone()
+			}
+			s.analyzeInputs = append(s.analyzeInputs, kept)
+			s.analyzeAt = append(s.analyzeAt, s.env.Now())
 			s.mu.Unlock()
 			out := make([]analysis.Measurement, 0, len(in.Metrics))
 			for _, m := range in.Metrics {
@@ -204,7 +214,7 @@ func (s *releaseSuite) SetupTest() {
 				out = append(out, analysis.Measurement{Metric: m.Name, Judge: m.Judge, Verdict: verdict, Value: v, Message: msg})
 			}
 			return out, nil
-		}).Maybe()
+		}).AfterFn(func() time.Duration { return s.analyzeTakes }).Maybe()
 	s.env.OnActivity(a.RecordEvents, mock.Anything, mock.Anything, mock.Anything).Return(
 		func(_ context.Context, model string, events []registry.Event) error {
 			s.mu.Lock()
@@ -616,6 +626,62 @@ func (s *releaseSuite) TestSequentialJudgeStateCarriesAcrossCanarySteps() {
 			s.Nil(m.State, "no working state in the status")
 		}
 	}
+}
+
+// A bake lasts what the plan says: rounds are due on the bake's clock, every interval
+// from its start, however long each round takes (here 20 s of a 1 m interval); the
+// shadow soak of 10 m and the canary's steps of 5, 5 and 10 m take 10 rounds each,
+// one a minute, and the next stage starts when its predecessor's time is up.
+func (s *releaseSuite) TestBakesRunOnTheBakesClock() {
+	s.analyzeTakes = 20 * time.Second
+	p := s.testPlanWith(func(p *plan.Plan) {
+		p.Approval.Required, p.Approval.Timeout, p.Approval.OnTimeout = false, 0, plan.OnTimeoutPromote
+		p.PostPromotion.Watch = 0
+	})
+	s.run(p)
+	s.Equal(OutcomePromoted, s.result().Outcome)
+	s.Require().Len(s.analyzeAt, shadowRounds+canaryRounds)
+	// Each stage's rounds are a minute apart, on the minute of its bake; the round
+	// trip (20 s) does not push the next round back.
+	stages := [][]time.Time{s.analyzeAt[:10], s.analyzeAt[10:15], s.analyzeAt[15:20], s.analyzeAt[20:]}
+	for i, rounds := range stages {
+		for k := 1; k < len(rounds); k++ {
+			s.Equalf(time.Minute, rounds[k].Sub(rounds[k-1]), "stage %d round %d", i, k)
+		}
+		if i > 0 {
+			// The next bake begins when the last round of the one before ended (its
+			// traffic change takes no time here), and its first round is due an
+			// interval in.
+			prev := stages[i-1]
+			s.Equalf(s.analyzeTakes+time.Minute, rounds[0].Sub(prev[len(prev)-1]), "stage %d starts on time", i)
+		}
+	}
+}
+
+// A round that takes longer than the interval (150 s of 1 m) does not make the
+// release judge one window twice: the rounds it fell behind by are skipped, each
+// round at least an interval after the one before, and the bake still ends on its
+// clock, within one round trip of its duration.
+func (s *releaseSuite) TestRoundsFallenBehindAreSkipped() {
+	s.analyzeTakes = 150 * time.Second
+	began := s.env.Now()
+	p := s.testPlanWith(func(p *plan.Plan) {
+		p.Canary.Steps = p.Canary.Steps[:1]
+		p.Approval.Required, p.Approval.Timeout, p.Approval.OnTimeout = false, 0, plan.OnTimeoutPromote
+		p.PostPromotion.Watch = 0
+	})
+	s.run(p)
+	s.Equal(OutcomePromoted, s.result().Outcome)
+	s.Less(len(s.analyzeAt), shadowRounds, "fewer rounds than the shadow soak's 10 alone")
+	for k := 1; k < len(s.analyzeAt); k++ {
+		s.GreaterOrEqualf(s.analyzeAt[k].Sub(s.analyzeAt[k-1]), time.Minute, "round %d", k)
+	}
+	// The two bakes: 10 m of shadow, 5 m of canary (staging and traffic changes take
+	// no time here).
+	// Each bake ends at most an interval and a round trip after its time: its last
+	// round is the first due at or after it.
+	last := s.analyzeAt[len(s.analyzeAt)-1]
+	s.LessOrEqual(last.Sub(began), 15*time.Minute+2*(time.Minute+s.analyzeTakes))
 }
 
 func (s *releaseSuite) TestCanaryAnalysisFailureRollsBack() {
