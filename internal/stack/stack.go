@@ -85,6 +85,9 @@ func (s *Stack) StartAs(cred *syscall.Credential, name, program string, args []s
 	return p, nil
 }
 
+// PID is the process's ID (the leader of its process group).
+func (p *Proc) PID() int { return p.cmd.Process.Pid }
+
 // Exited is closed when the process ends.
 func (p *Proc) Exited() <-chan struct{} { return p.done }
 
@@ -120,6 +123,17 @@ func (p *Proc) Stop(grace time.Duration) {
 func (p *Proc) Kill() {
 	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
 	<-p.done
+}
+
+// PIDs are the running processes' IDs by name.
+func (s *Stack) PIDs() map[string]int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := map[string]int{}
+	for _, p := range s.procs {
+		out[p.Name] = p.PID()
+	}
+	return out
 }
 
 // Stop stops every process, last started first.

@@ -288,6 +288,10 @@ func (c *Cluster) registerNamespace(ctx context.Context) error {
 // Stop stops the server, then PostgreSQL.
 func (c *Cluster) Stop() { c.procs.Stop() }
 
+// PIDs are the cluster's processes, by name (postgres, temporal-server): a benchmark
+// measures their CPU and memory.
+func (c *Cluster) PIDs() map[string]int { return c.procs.PIDs() }
+
 const serverConfig = `log:
   stdout: true
   level: warn
