@@ -40,11 +40,14 @@ const (
 	// changeAuditDecisions: every decision also goes to the audit log, and the
 	// status keeps the latest RecentDecisions.
 	changeAuditDecisions = "audit-decisions"
-	// changeLocalRounds: an analysis round (and its batch for the audit log) is a
-	// local activity, one marker in the history instead of an activity's three events
-	// and a second workflow task, and rounds are due on the bake's clock, so that a
-	// bake lasts what the plan says however long each round takes.
-	changeLocalRounds = "local-rounds"
+	// changeLocalIO: the short, idempotent I/O of a release (resolve, the query
+	// check, registry changes and audit batches, traffic changes, analysis rounds) runs
+	// as local activities, each one marker in the history instead of an activity's
+	// three events and a workflow task of its own; and analysis rounds are due on the
+	// bake's clock, so that a bake lasts what the plan says however long each round
+	// takes. Staging evaluation (long, heartbeating) and notifications (best effort,
+	// at the notifier's pace) stay activities.
+	changeLocalIO = "local-io"
 )
 
 // roundsPerRun and historyLimit are the run's limits; the input may lower them (tests
@@ -149,12 +152,9 @@ func (r *release) flushRounds(ctx workflow.Context, all bool) error {
 }
 
 // recordEvents appends events to the registry's audit log, retried until it
-// succeeds; since changeLocalRounds as a local activity (one marker event).
+// succeeds.
 func (r *release) recordEvents(ctx workflow.Context, summary string, events []registry.Event) error {
-	if r.localRounds {
-		return workflow.ExecuteLocalActivity(r.compensatingLocal(ctx, summary), a.RecordEvents, r.plan.Model, events).Get(ctx, nil)
-	}
-	return workflow.ExecuteActivity(r.compensating(ctx, summary), a.RecordEvents, r.plan.Model, events).Get(ctx, nil)
+	return r.mustIO(ctx, summary, a.RecordEvents, r.plan.Model, events).Get(ctx, nil)
 }
 
 // bindTally gives a tally carried from the previous run its metrics back (they are

@@ -42,7 +42,7 @@ func ReleaseWorkflow(ctx workflow.Context, in ReleaseInput) (*Result, error) {
 	r := newRelease(ctx, in)
 	r.bounded = workflow.GetVersion(ctx, changeLongRelease, workflow.DefaultVersion, 1) >= 1
 	r.auditDecisions = workflow.GetVersion(ctx, changeAuditDecisions, workflow.DefaultVersion, 1) >= 1
-	r.localRounds = workflow.GetVersion(ctx, changeLocalRounds, workflow.DefaultVersion, 1) >= 1
+	r.localIO = workflow.GetVersion(ctx, changeLocalIO, workflow.DefaultVersion, 1) >= 1
 	if err := r.setHandlers(ctx); err != nil {
 		return nil, err
 	}
@@ -119,14 +119,14 @@ func (r *release) resolve(ctx workflow.Context) error {
 	r.setStage(ctx, StageResolving)
 	var res activities.Resolved
 	in := activities.ResolveInput{Model: r.plan.Model, Candidate: r.plan.Candidate}
-	if err := workflow.ExecuteActivity(r.act(ctx, "resolve champion and candidate"), a.Resolve, in).Get(ctx, &res); err != nil {
+	if err := r.io(ctx, "resolve champion and candidate", a.Resolve, in).Get(ctx, &res); err != nil {
 		return err
 	}
 	r.Champion, r.Candidate = res.Champion, res.Candidate
 	r.Status.Champion, r.Status.Candidate = res.Champion.Version, res.Candidate.Version
 	r.upsert(ctx, CandidateVersionKey.ValueSet(r.Candidate.Version))
 
-	if err := workflow.ExecuteActivity(r.act(ctx, "try every metric query"), a.CheckQueries, r.queries()).Get(ctx, nil); err != nil {
+	if err := r.io(ctx, "try every metric query", a.CheckQueries, r.queries()).Get(ctx, nil); err != nil {
 		return err
 	}
 	return r.record(ctx, activities.RegistryChange{
@@ -307,9 +307,8 @@ func (r *release) promote(ctx workflow.Context) error {
 		}
 	}
 	// The candidate is the champion now: retire the old version's route.
-	ctx = r.compensating(ctx, "retire the old champion's route")
 	final := deploy.Traffic{Target: r.plan.Target(), Model: r.plan.Model, Champion: backend(r.Candidate)}
-	if err := workflow.ExecuteActivity(ctx, a.SetTraffic, final).Get(ctx, nil); err != nil {
+	if err := r.mustIO(ctx, "retire the old champion's route", a.SetTraffic, final).Get(ctx, nil); err != nil {
 		return err
 	}
 	// An abort accepted while the route was retired still rolls back.
@@ -370,7 +369,7 @@ func (r *release) rollback(ctx workflow.Context, reason string) error {
 	r.setStage(ctx, StageRollingBack)
 	if r.Deployed {
 		restore := deploy.Traffic{Target: r.plan.Target(), Model: r.plan.Model, Champion: backend(r.Champion)}
-		if err := workflow.ExecuteActivity(r.compensating(ctx, "restore the champion's traffic"), a.SetTraffic, restore).Get(ctx, nil); err != nil {
+		if err := r.mustIO(ctx, "restore the champion's traffic", a.SetTraffic, restore).Get(ctx, nil); err != nil {
 			return err
 		}
 		r.Status.CandidateWeight, r.Status.ShadowShare = 0, 0
@@ -415,12 +414,12 @@ func (r *release) bake(ctx workflow.Context, stage Stage, step int, d time.Durat
 			r.Judged = judgedStage{Stage: stage, Since: workflow.Now(ctx), States: map[string]analysis.JudgeState{}}
 		}
 		r.Bake = bakeProgress{Stage: stage, Step: step, Tally: analysis.NewTally(metrics)}
-		if r.localRounds {
+		if r.localIO {
 			r.Bake.Start = workflow.Now(ctx)
 		}
 	}
-	if r.localRounds && r.Bake.Start.IsZero() {
-		// A bake begun before changeLocalRounds goes on with a clock from its progress.
+	if r.localIO && r.Bake.Start.IsZero() {
+		// A bake begun before changeLocalIO goes on with a clock from its progress.
 		r.Bake.Start = workflow.Now(ctx).Add(-r.Bake.Elapsed)
 	}
 	tally := r.Bake.Tally
@@ -442,7 +441,7 @@ func (r *release) bake(ctx workflow.Context, stage Stage, step int, d time.Durat
 			Interval: r.plan.Analysis.Interval, Metrics: metrics, Since: r.Judged.Since, States: r.Judged.States}
 		var ms []analysis.Measurement
 		var analyse workflow.Future
-		if r.localRounds {
+		if r.localIO {
 			analyse = workflow.ExecuteLocalActivity(lctx, a.Analyze, in)
 		} else {
 			analyse = workflow.ExecuteActivity(actx, a.Analyze, in)
@@ -486,13 +485,13 @@ func (r *release) bake(ctx workflow.Context, stage Stage, step int, d time.Durat
 }
 
 // nextRound waits for the bake's next analysis round and moves its clock there.
-// Since changeLocalRounds round k is due at the bake's start plus k intervals, so a
+// Since changeLocalIO round k is due at the bake's start plus k intervals, so a
 // bake lasts what the plan says however long each round takes; a release that fell
 // behind (its worker was down) takes the latest round due at once and skips the ones
 // it missed: the sequential judges' counts since the stage began lose nothing, and a
 // window is never judged twice.
 func (r *release) nextRound(ctx workflow.Context, stage Stage, d, interval time.Duration) error {
-	if !r.localRounds {
+	if !r.localIO {
 		if err := r.wait(ctx, r.nextWait(ctx, interval), r.bakeSummary(stage, d)); err != nil {
 			return err
 		}
@@ -562,7 +561,7 @@ func (r *release) traffic(ctx workflow.Context, weight, shadow int) error {
 	cand := backend(r.Candidate)
 	t := deploy.Traffic{Target: r.plan.Target(), Model: r.plan.Model, Champion: backend(r.Champion), Candidate: &cand, CandidateWeight: weight, ShadowShare: shadow}
 	summary := fmt.Sprintf("set candidate traffic to %d%%, shadow %d%%", weight, shadow)
-	if err := workflow.ExecuteActivity(r.act(ctx, summary), a.SetTraffic, t).Get(ctx, nil); err != nil {
+	if err := r.io(ctx, summary, a.SetTraffic, t).Get(ctx, nil); err != nil {
 		return err
 	}
 	r.Status.CandidateWeight, r.Status.ShadowShare = weight, shadow
@@ -579,7 +578,7 @@ func (r *release) record(ctx workflow.Context, c activities.RegistryChange) erro
 	if c.Event.Kind == "" {
 		summary = "registry: tag " + c.Version
 	}
-	return workflow.ExecuteActivity(r.compensating(ctx, summary), a.ChangeRegistry, c).Get(ctx, nil)
+	return r.mustIO(ctx, summary, a.ChangeRegistry, c).Get(ctx, nil)
 }
 
 // notify sends a best-effort update without waiting for it.
@@ -767,40 +766,53 @@ func (r *release) act(ctx workflow.Context, summary string) workflow.Context {
 	return workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
 		StartToCloseTimeout: time.Minute,
 		HeartbeatTimeout:    heartbeatTimeout, // a lost activity is retried in seconds
-		RetryPolicy: &temporal.RetryPolicy{
-			InitialInterval:    time.Second,
-			BackoffCoefficient: 2,
-			MaximumInterval:    30 * time.Second,
-			MaximumAttempts:    5,
-		},
-		Summary: summary,
+		RetryPolicy:         actRetry,
+		Summary:             summary,
 	})
 }
 
-// compensatingLocal is compensating for a local activity.
-func (r *release) compensatingLocal(ctx workflow.Context, summary string) workflow.Context {
-	return workflow.WithLocalActivityOptions(ctx, workflow.LocalActivityOptions{
-		StartToCloseTimeout: time.Minute,
-		RetryPolicy: &temporal.RetryPolicy{
-			InitialInterval:    time.Second,
-			BackoffCoefficient: 2,
-			MaximumInterval:    time.Minute,
-		},
-		Summary: summary,
-	})
+// io runs a short, idempotent I/O activity with act's options: since changeLocalIO
+// as a local activity.
+func (r *release) io(ctx workflow.Context, summary string, fn any, args ...any) workflow.Future {
+	if !r.localIO {
+		return workflow.ExecuteActivity(r.act(ctx, summary), fn, args...)
+	}
+	return workflow.ExecuteLocalActivity(workflow.WithLocalActivityOptions(ctx, workflow.LocalActivityOptions{
+		StartToCloseTimeout: time.Minute, RetryPolicy: actRetry, Summary: summary}), fn, args...)
 }
+
+// mustIO is io for steps that must happen (compensating's options): retried without
+// limit.
+func (r *release) mustIO(ctx workflow.Context, summary string, fn any, args ...any) workflow.Future {
+	if !r.localIO {
+		return workflow.ExecuteActivity(r.compensating(ctx, summary), fn, args...)
+	}
+	return workflow.ExecuteLocalActivity(workflow.WithLocalActivityOptions(ctx, workflow.LocalActivityOptions{
+		StartToCloseTimeout: time.Minute, RetryPolicy: mustRetry, Summary: summary}), fn, args...)
+}
+
+// actRetry and mustRetry are the retry policies of act and compensating.
+var (
+	actRetry = &temporal.RetryPolicy{
+		InitialInterval:    time.Second,
+		BackoffCoefficient: 2,
+		MaximumInterval:    30 * time.Second,
+		MaximumAttempts:    5,
+	}
+	mustRetry = &temporal.RetryPolicy{
+		InitialInterval:    time.Second,
+		BackoffCoefficient: 2,
+		MaximumInterval:    time.Minute,
+	}
+)
 
 // compensating is for steps that must happen: retried without limit.
 func (r *release) compensating(ctx workflow.Context, summary string) workflow.Context {
 	return workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
 		StartToCloseTimeout: time.Minute,
 		HeartbeatTimeout:    heartbeatTimeout,
-		RetryPolicy: &temporal.RetryPolicy{
-			InitialInterval:    time.Second,
-			BackoffCoefficient: 2,
-			MaximumInterval:    time.Minute,
-		},
-		Summary: summary,
+		RetryPolicy:         mustRetry,
+		Summary:             summary,
 	})
 }
 

@@ -29,9 +29,9 @@ type release struct {
 	roundsAtStart int
 	// auditDecisions is set for releases started since changeAuditDecisions.
 	auditDecisions bool
-	// localRounds is set for runs started since changeLocalRounds: an analysis round
-	// is a local activity, due on the bake's clock.
-	localRounds bool
+	// localIO is set for runs started since changeLocalIO: short I/O runs as local
+	// activities, and analysis rounds are due on the bake's clock.
+	localIO bool
 	// Carried is the whole state. Continue-as-new hands it to the next run as it is
 	// (ReleaseInput.Carried), so a field added to the release belongs in Carried and
 	// is carried without more code.
@@ -85,7 +85,7 @@ type bakeProgress struct {
 	Stage Stage `json:"stage,omitempty"`
 	Step  int   `json:"step,omitempty"`
 	// Start is the bake's clock: round k is due at Start + k intervals (set since
-	// changeLocalRounds). Elapsed is the clock's time at the latest round.
+	// changeLocalIO). Elapsed is the clock's time at the latest round.
 	Start   time.Time       `json:"start,omitzero"`
 	Elapsed time.Duration   `json:"elapsed,omitempty"`
 	Tally   *analysis.Tally `json:"tally,omitempty"`

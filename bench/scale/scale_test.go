@@ -3,7 +3,7 @@
 // interval by a rate judge and a p99 threshold, through the real gateway, the real
 // Prometheus, one or more real worker processes and either the Temporal dev server
 // (on disk) or the Temporal cluster (the server on PostgreSQL). Every tenth model's
-// candidate fails half its requests and must be rolled back; the others must be
+// candidate is broken (every answer a 500) and must be rolled back; the others must be
 // promoted. Figures and commands are in bench/README.md.
 //
 //	go test -run '^$' -bench Scale -benchtime 1x -timeout 0 ./bench/scale/
@@ -176,6 +176,8 @@ type outcome struct {
 	model       string
 	bad         bool
 	outcome     string
+	reason      string
+	last        string // the last round's verdicts
 	err         error
 	started     time.Time // WorkflowExecutionStarted
 	firstTask   time.Duration
@@ -250,8 +252,9 @@ func run(b *testing.B, s settings, root, workerBin string, n int) result {
 	tc := dial(b, ctx, hostport)
 	defer tc.Close()
 
-	// Model servers: a good one, and a bad one failing half its requests.
-	good, bad := serve(b, stub(0)), serve(b, stub(2))
+	// Model servers: a good one, and a broken one (every answer a 500). The bench
+	// measures scale; bench/analysis measures what the judges detect.
+	good, bad := serve(b, stub(0)), serve(b, stub(1))
 
 	// The gateway, its routes and Prometheus scraping it.
 	reg := prometheus.NewRegistry()
@@ -371,7 +374,15 @@ func run(b *testing.B, s settings, root, workerBin string, n int) result {
 			o.model, o.bad = m, isBad(i)
 			var r workflows.Result
 			o.err = tc.GetWorkflow(ctx, workflows.WorkflowID(m), "").Get(ctx, &r)
-			o.outcome = r.Outcome
+			o.outcome, o.reason = r.Outcome, r.Reason
+			if rs := r.Status.Analyses; len(rs) > 0 {
+				for _, ms := range rs[len(rs)-1].Measurements {
+					o.last += fmt.Sprintf("%s %s %s; ", ms.Metric, ms.Verdict, ms.Message)
+				}
+			}
+			if i == 0 && os.Getenv("MLRELEASE_SCALE_TIMELINE") != "" {
+				timeline(b, ctx, tc, m)
+			}
 		})
 	}
 	wg.Wait()
@@ -473,6 +484,26 @@ func measure(ctx context.Context, c client.Client, o *outcome, gaps *histogram) 
 // isAnalysis tells an analysis round's marker from another local activity's.
 func isAnalysis(marker string) bool { return strings.Contains(marker, "Analyze") }
 
+// timeline logs a release's history: each event's time from the start, its type
+// and, for an activity, its name.
+func timeline(b *testing.B, ctx context.Context, c client.Client, model string) {
+	it := c.GetWorkflowHistory(ctx, workflows.WorkflowID(model), "", false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
+	var start time.Time
+	var out strings.Builder
+	for it.HasNext() {
+		ev, err := it.Next()
+		if err != nil {
+			return
+		}
+		if start.IsZero() {
+			start = ev.GetEventTime().AsTime()
+		}
+		name := ev.GetActivityTaskScheduledEventAttributes().GetActivityType().GetName()
+		fmt.Fprintf(&out, "%8.3f %s %s\n", ev.GetEventTime().AsTime().Sub(start).Seconds(), strings.TrimPrefix(ev.GetEventType().String(), "EVENT_TYPE_"), name)
+	}
+	b.Logf("timeline of %s:\n%s", model, out.String())
+}
+
 func (r result) report(b *testing.B, s settings) {
 	right, wrong := 0, 0
 	var walls []time.Duration
@@ -488,7 +519,7 @@ func (r result) report(b *testing.B, s settings) {
 			right++
 		} else {
 			wrong++
-			b.Errorf("%s: outcome %q, want %q (err %v)", o.model, o.outcome, want, o.err)
+			b.Errorf("%s: outcome %q, want %q (%s; last round: %s; err %v)", o.model, o.outcome, want, o.reason, o.last, o.err)
 		}
 		events += int64(o.events)
 		transitions += o.transitions
