@@ -20,6 +20,7 @@
 //	MLRELEASE_SCALE_RATE      requests per second per model (default 1)
 //	MLRELEASE_SCALE_PRAGMAS   the dev server's SQLite pragmas, a comma list
 //	                          (default none: the CLI's defaults)
+//	MLRELEASE_SCALE_TIMELINE  a file for the first release's history, event by event
 package scale
 
 import (
@@ -484,8 +485,8 @@ func measure(ctx context.Context, c client.Client, o *outcome, gaps *histogram) 
 // isAnalysis tells an analysis round's marker from another local activity's.
 func isAnalysis(marker string) bool { return strings.Contains(marker, "Analyze") }
 
-// timeline logs a release's history: each event's time from the start, its type
-// and, for an activity, its name.
+// timeline writes a release's history to the file MLRELEASE_SCALE_TIMELINE names:
+// each event's time from the start, its type and, for an activity, its name.
 func timeline(b *testing.B, ctx context.Context, c client.Client, model string) {
 	it := c.GetWorkflowHistory(ctx, workflows.WorkflowID(model), "", false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
 	var start time.Time
@@ -501,7 +502,10 @@ func timeline(b *testing.B, ctx context.Context, c client.Client, model string) 
 		name := ev.GetActivityTaskScheduledEventAttributes().GetActivityType().GetName()
 		fmt.Fprintf(&out, "%8.3f %s %s\n", ev.GetEventTime().AsTime().Sub(start).Seconds(), strings.TrimPrefix(ev.GetEventType().String(), "EVENT_TYPE_"), name)
 	}
-	b.Logf("timeline of %s:\n%s", model, out.String())
+	path := os.Getenv("MLRELEASE_SCALE_TIMELINE")
+	if err := os.WriteFile(path, []byte(out.String()), 0o644); err != nil {
+		b.Errorf("timeline: %v", err)
+	}
 }
 
 func (r result) report(b *testing.B, s settings) {
