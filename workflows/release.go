@@ -308,7 +308,7 @@ func (r *release) promote(ctx workflow.Context) error {
 	}
 	// The candidate is the champion now: retire the old version's route.
 	final := deploy.Traffic{Target: r.plan.Target(), Model: r.plan.Model, Champion: backend(r.Candidate)}
-	if err := r.mustIO(ctx, "retire the old champion's route", a.SetTraffic, final).Get(ctx, nil); err != nil {
+	if err := workflow.ExecuteActivity(r.compensating(ctx, "retire the old champion's route"), a.SetTraffic, final).Get(ctx, nil); err != nil {
 		return err
 	}
 	// An abort accepted while the route was retired still rolls back.
@@ -369,7 +369,7 @@ func (r *release) rollback(ctx workflow.Context, reason string) error {
 	r.setStage(ctx, StageRollingBack)
 	if r.Deployed {
 		restore := deploy.Traffic{Target: r.plan.Target(), Model: r.plan.Model, Champion: backend(r.Champion)}
-		if err := r.mustIO(ctx, "restore the champion's traffic", a.SetTraffic, restore).Get(ctx, nil); err != nil {
+		if err := workflow.ExecuteActivity(r.compensating(ctx, "restore the champion's traffic"), a.SetTraffic, restore).Get(ctx, nil); err != nil {
 			return err
 		}
 		r.Status.CandidateWeight, r.Status.ShadowShare = 0, 0
@@ -561,7 +561,9 @@ func (r *release) traffic(ctx workflow.Context, weight, shadow int) error {
 	cand := backend(r.Candidate)
 	t := deploy.Traffic{Target: r.plan.Target(), Model: r.plan.Model, Champion: backend(r.Champion), Candidate: &cand, CandidateWeight: weight, ShadowShare: shadow}
 	summary := fmt.Sprintf("set candidate traffic to %d%%, shadow %d%%", weight, shadow)
-	if err := r.io(ctx, summary, a.SetTraffic, t).Get(ctx, nil); err != nil {
+	// A traffic change stays an activity: it may wait minutes for Kubernetes to report
+	// it, and it heartbeats, so a change lost with its worker is retried in seconds.
+	if err := workflow.ExecuteActivity(r.act(ctx, summary), a.SetTraffic, t).Get(ctx, nil); err != nil {
 		return err
 	}
 	r.Status.CandidateWeight, r.Status.ShadowShare = weight, shadow
