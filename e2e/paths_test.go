@@ -519,6 +519,7 @@ func TestLongReleaseThroughContinueAsNew(t *testing.T) {
 	runs := e.histories(t, ctx, model)
 	require.GreaterOrEqual(t, len(runs), 3, "at least two continue-as-new")
 	require.Equal(t, len(runs), st.Runs)
+	e.record(t, ctx, model, "long")
 
 	// Every accepted decision is in the audit log once (the status keeps the latest).
 	audit, err := e.reg.Events(ctx, model)
