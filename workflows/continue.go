@@ -18,8 +18,8 @@ import (
 // first. The next run gets the plan and the whole state (Carried) and goes on where
 // this one was; the workflow ID stays release/<model>.
 const (
-	// DefaultRoundsPerRun bounds a run's analysis rounds: 6 events each (12 before
-	// changeLocalRounds), so a run stays far below 10,000 events.
+	// DefaultRoundsPerRun bounds a run's analysis rounds: 6 events each (11 before
+	// changeLocalIO), so a run stays far below 10,000 events.
 	DefaultRoundsPerRun = 500
 	// DefaultHistoryLimit is the history length at which a run continues as new even
 	// without the server's suggestion (the server's own limit is 51,200 events).
