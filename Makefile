@@ -14,7 +14,7 @@ MLRELEASE_MLFLOW_VENV ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/mlrelease/venv-m
 export MLRELEASE_MLFLOW_VENV
 PYTHON ?= python3
 
-.PHONY: run test build temporal prometheus mlflow kube-apiserver chromium openssh temporal-server bench bench-gateway vet clean
+.PHONY: run test build temporal prometheus mlflow kube-apiserver chromium openssh temporal-server bench bench-gateway bench-scale vet clean
 
 ## run: the local stack (Temporal dev server + Web UI, Prometheus, gateway, demo models,
 ## load, worker) and a release of the demo model; Ctrl-C stops it all.
@@ -114,6 +114,11 @@ mlflow:
 ## bench: the benchmarks whose figures bench/README.md records.
 bench: temporal prometheus
 	$(GO) test -p 1 -run '^$$' -bench . -benchtime 1x -timeout 30m ./bench/...
+
+## bench-scale: N concurrent releases on the dev server or the Temporal cluster
+## (MLRELEASE_SCALE_N, MLRELEASE_SCALE_SERVER=dev|cluster, ...: bench/README.md).
+bench-scale: temporal prometheus temporal-server
+	$(GO) test -run '^$$' -bench Scale -benchtime 1x -timeout 0 ./bench/scale/
 
 ## bench-gateway: wrk against the upstream, nginx and the gateway side by side, then a
 ## slow 100% shadow; installs nginx and wrk from Debian's packages when we can.
