@@ -95,14 +95,16 @@ type Tuning struct {
 	ActivityPollers int `envconfig:"ACTIVITY_POLLERS"`
 	MaxPollers      int `envconfig:"MAX_POLLERS" default:"32"`
 	// WorkflowTaskSlots and ActivitySlots bound the tasks the worker runs at once
-	// (SDK default 1,000 each).
+	// (SDK default 1,000 each); ActivitySlots bounds activities and local activities
+	// (analysis rounds, registry writes) each.
 	WorkflowTaskSlots int `envconfig:"WORKFLOW_TASK_SLOTS"`
 	ActivitySlots     int `envconfig:"ACTIVITY_SLOTS"`
 	// StickyCacheSize is how many releases the worker keeps in memory between their
 	// tasks (SDK default 10,000); a release out of the cache replays its history.
 	StickyCacheSize int `envconfig:"STICKY_CACHE_SIZE"`
-	// ActivitiesPerSecond caps the activities this worker starts (0: no cap), to
-	// spare Prometheus, the registry or the gateway.
+	// ActivitiesPerSecond caps the activities this worker starts, and the local
+	// activities likewise (0: no cap), to spare Prometheus, the registry or the
+	// gateway.
 	ActivitiesPerSecond float64 `envconfig:"ACTIVITIES_PER_SECOND"`
 }
 

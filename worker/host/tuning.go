@@ -32,8 +32,10 @@ func tune(t config.Tuning, o *worker.Options) error {
 	o.WorkflowTaskPollerBehavior = poll(t.WorkflowPollers, 2)
 	o.ActivityTaskPollerBehavior = poll(t.ActivityPollers, 1)
 	o.MaxConcurrentWorkflowTaskExecutionSize = t.WorkflowTaskSlots
-	o.MaxConcurrentActivityExecutionSize = t.ActivitySlots
-	o.WorkerActivitiesPerSecond = t.ActivitiesPerSecond
+	// Local activities (analysis rounds, registry and audit writes) take the same
+	// bounds: they reach the same Prometheus and registry.
+	o.MaxConcurrentActivityExecutionSize, o.MaxConcurrentLocalActivityExecutionSize = t.ActivitySlots, t.ActivitySlots
+	o.WorkerActivitiesPerSecond, o.WorkerLocalActivitiesPerSecond = t.ActivitiesPerSecond, t.ActivitiesPerSecond
 	if t.StickyCacheSize > 0 {
 		// Process-wide in the SDK: one worker per process here.
 		worker.SetStickyWorkflowCacheSize(t.StickyCacheSize)

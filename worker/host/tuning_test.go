@@ -46,8 +46,11 @@ func TestTuneRefusesNegative(t *testing.T) {
 	var o worker.Options
 	err := tune(config.Tuning{ActivitySlots: -1}, &o)
 	require.ErrorContains(t, err, "MLRELEASE_WORKER_ACTIVITY_SLOTS -1")
-	require.NoError(t, tune(config.Tuning{WorkflowPollers: 8, MaxPollers: 32, ActivitySlots: 50}, &o))
+	require.NoError(t, tune(config.Tuning{WorkflowPollers: 8, MaxPollers: 32, ActivitySlots: 50, ActivitiesPerSecond: 20}, &o))
 	require.Equal(t, 50, o.MaxConcurrentActivityExecutionSize)
+	// Local activities (analysis rounds) reach the same Prometheus: the same bounds.
+	require.Equal(t, 50, o.MaxConcurrentLocalActivityExecutionSize)
+	require.Equal(t, 20.0, o.WorkerLocalActivitiesPerSecond)
 	require.NotNil(t, o.WorkflowTaskPollerBehavior)
 	require.NotNil(t, o.ActivityTaskPollerBehavior)
 }
