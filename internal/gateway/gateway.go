@@ -280,18 +280,34 @@ const (
 	UpstreamHeaderTimeout = time.Minute
 )
 
-// NewTransport is the gateway's default Transport to model servers: net/http's, which
-// drops a connection with unsolicited bytes, retries only what is safe to retry and
-// speaks HTTP/2 to https servers that offer it, tuned for a proxy.
-func NewTransport() *http.Transport {
+// NewTransport is the gateway's default Transport to model servers: an
+// UpstreamTransport over plain HTTP/1.1, with net/http's Transport (tuned for a proxy)
+// for https, upgrades and streamed bodies.
+func NewTransport() *UpstreamTransport {
+	dial := (&net.Dialer{
+		Timeout:   10 * time.Second,
+		KeepAlive: 30 * time.Second,
+	}).DialContext
+	return &UpstreamTransport{
+		Fallback:               newHTTPTransport(dial),
+		Dial:                   dial,
+		MaxInMemoryBody:        1 << 20,
+		MaxIdleConnsPerHost:    256,
+		IdleConnTimeout:        UpstreamIdleTimeout,
+		ResponseHeaderTimeout:  UpstreamHeaderTimeout,
+		MaxResponseHeaderBytes: MaxResponseHeaderBytes,
+	}
+}
+
+// newHTTPTransport is net/http's Transport, which drops a connection with unsolicited
+// bytes, retries only what is safe to retry and speaks HTTP/2 to https servers that
+// offer it, tuned for a proxy.
+func newHTTPTransport(dial func(ctx context.Context, network, addr string) (net.Conn, error)) *http.Transport {
 	return &http.Transport{
 		// Model servers are reached directly: an HTTP_PROXY meant for the outside world
 		// must not capture them.
-		Proxy: nil,
-		DialContext: (&net.Dialer{
-			Timeout:   10 * time.Second,
-			KeepAlive: 30 * time.Second,
-		}).DialContext,
+		Proxy:               nil,
+		DialContext:         dial,
 		ForceAttemptHTTP2:   true,
 		TLSHandshakeTimeout: 10 * time.Second,
 		// The default of 2 idle connections per host makes a busy gateway open a new
