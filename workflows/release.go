@@ -42,7 +42,8 @@ func ReleaseWorkflow(ctx workflow.Context, in ReleaseInput) (*Result, error) {
 	r := newRelease(ctx, in)
 	r.bounded = workflow.GetVersion(ctx, changeLongRelease, workflow.DefaultVersion, 1) >= 1
 	r.auditDecisions = workflow.GetVersion(ctx, changeAuditDecisions, workflow.DefaultVersion, 1) >= 1
-	r.localIO = workflow.GetVersion(ctx, changeLocalIO, workflow.DefaultVersion, 1) >= 1
+	v := workflow.GetVersion(ctx, changeLocalIO, workflow.DefaultVersion, 2)
+	r.localIO, r.localTraffic = v >= 1, v >= 2
 	if err := r.setHandlers(ctx); err != nil {
 		return nil, err
 	}
@@ -308,7 +309,7 @@ func (r *release) promote(ctx workflow.Context) error {
 	}
 	// The candidate is the champion now: retire the old version's route.
 	final := deploy.Traffic{Target: r.plan.Target(), Model: r.plan.Model, Champion: backend(r.Candidate)}
-	if err := workflow.ExecuteActivity(r.compensating(ctx, "retire the old champion's route"), a.SetTraffic, final).Get(ctx, nil); err != nil {
+	if err := r.setTraffic(ctx, "retire the old champion's route", true, final).Get(ctx, nil); err != nil {
 		return err
 	}
 	// An abort accepted while the route was retired still rolls back.
@@ -369,7 +370,7 @@ func (r *release) rollback(ctx workflow.Context, reason string) error {
 	r.setStage(ctx, StageRollingBack)
 	if r.Deployed {
 		restore := deploy.Traffic{Target: r.plan.Target(), Model: r.plan.Model, Champion: backend(r.Champion)}
-		if err := workflow.ExecuteActivity(r.compensating(ctx, "restore the champion's traffic"), a.SetTraffic, restore).Get(ctx, nil); err != nil {
+		if err := r.setTraffic(ctx, "restore the champion's traffic", true, restore).Get(ctx, nil); err != nil {
 			return err
 		}
 		r.Status.CandidateWeight, r.Status.ShadowShare = 0, 0
@@ -561,9 +562,7 @@ func (r *release) traffic(ctx workflow.Context, weight, shadow int) error {
 	cand := backend(r.Candidate)
 	t := deploy.Traffic{Target: r.plan.Target(), Model: r.plan.Model, Champion: backend(r.Champion), Candidate: &cand, CandidateWeight: weight, ShadowShare: shadow}
 	summary := fmt.Sprintf("set candidate traffic to %d%%, shadow %d%%", weight, shadow)
-	// A traffic change stays an activity: it may wait minutes for Kubernetes to report
-	// it, and it heartbeats, so a change lost with its worker is retried in seconds.
-	if err := workflow.ExecuteActivity(r.act(ctx, summary), a.SetTraffic, t).Get(ctx, nil); err != nil {
+	if err := r.setTraffic(ctx, summary, false, t).Get(ctx, nil); err != nil {
 		return err
 	}
 	r.Status.CandidateWeight, r.Status.ShadowShare = weight, shadow
@@ -791,6 +790,23 @@ func (r *release) mustIO(ctx workflow.Context, summary string, fn any, args ...a
 	}
 	return workflow.ExecuteLocalActivity(workflow.WithLocalActivityOptions(ctx, workflow.LocalActivityOptions{
 		StartToCloseTimeout: time.Minute, RetryPolicy: mustRetry, Summary: summary}), fn, args...)
+}
+
+// setTraffic runs a traffic change, retried without limit when must is set. On the
+// gateway (its admin API answers in milliseconds) it is short I/O (io, mustIO); a
+// Kubernetes deployer waits, up to the plan's deploy.wait, for the object's status
+// to report the change, so there it stays an activity that heartbeats, retried
+// within seconds of its worker's loss.
+func (r *release) setTraffic(ctx workflow.Context, summary string, must bool, t deploy.Traffic) workflow.Future {
+	switch {
+	case r.localTraffic && r.plan.Deploy.IsGateway() && must:
+		return r.mustIO(ctx, summary, a.SetTraffic, t)
+	case r.localTraffic && r.plan.Deploy.IsGateway():
+		return r.io(ctx, summary, a.SetTraffic, t)
+	case must:
+		return workflow.ExecuteActivity(r.compensating(ctx, summary), a.SetTraffic, t)
+	}
+	return workflow.ExecuteActivity(r.act(ctx, summary), a.SetTraffic, t)
 }
 
 // actRetry and mustRetry are the retry policies of act and compensating.

@@ -80,7 +80,7 @@ func localActivityType(t *testing.T, ev *historypb.HistoryEvent) string {
 // workflow task's). It takes 3 state transitions instead of 7: bench/README.md has the
 // figures of many releases at once.
 func TestEventsPerAnalysisRound(t *testing.T) {
-	now := roundCosts(t, "testdata/localio_long_run1.json")
+	now := roundCosts(t, "testdata/localio2_long_run1.json")
 	require.GreaterOrEqual(t, len(now), 10, "the recorded release has rounds within its bakes")
 	for i, c := range now {
 		require.LessOrEqualf(t, c, 6, "round %d took %d events", i+1, c)

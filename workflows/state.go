@@ -30,8 +30,9 @@ type release struct {
 	// auditDecisions is set for releases started since changeAuditDecisions.
 	auditDecisions bool
 	// localIO is set for runs started since changeLocalIO: short I/O runs as local
-	// activities, and analysis rounds are due on the bake's clock.
-	localIO bool
+	// activities, and analysis rounds are due on the bake's clock; localTraffic since
+	// its version 2, when traffic changes on the gateway do too.
+	localIO, localTraffic bool
 	// Carried is the whole state. Continue-as-new hands it to the next run as it is
 	// (ReleaseInput.Carried), so a field added to the release belongs in Carried and
 	// is carried without more code.

@@ -306,16 +306,22 @@ func run(b *testing.B, s settings, root, workerBin string, n int) result {
 	// The workers.
 	env := []string{"MLRELEASE_TASK_QUEUE=" + taskQueue, "MLRELEASE_REGISTRY_PATH=" + regPath, "MLRELEASE_GATEWAY_URL=" + gwURL,
 		"MLRELEASE_PROMETHEUS_URL=http://" + promAddr, "TEMPORAL_ADDRESS=" + hostport, "TEMPORAL_NAMESPACE=default"}
-	workerEnv := func(i int) []string {
-		return append(slices.Clone(env), fmt.Sprintf("MLRELEASE_WORKER_LISTEN=127.0.0.1:%d", freePort(b)))
+	// startWorker starts a worker process and waits until it serves /metrics: by
+	// then it has registered the search attributes releases set.
+	startWorker := func(name string) (*stack.Proc, error) {
+		addr := fmt.Sprintf("127.0.0.1:%d", freePort(b))
+		p, err := procs.Start(name, workerBin, nil, append(slices.Clone(env), "MLRELEASE_WORKER_LISTEN="+addr)...)
+		if err != nil {
+			return nil, err
+		}
+		smp.watch(name, p.PID())
+		return p, stack.WaitReady(ctx, p, "http://"+addr+"/metrics")
 	}
 	workers := make([]*stack.Proc, s.workers)
 	for i := range workers {
-		name := fmt.Sprintf("worker%d", i+1)
-		if workers[i], err = procs.Start(name, workerBin, nil, workerEnv(i)...); err != nil {
+		if workers[i], err = startWorker(fmt.Sprintf("worker%d", i+1)); err != nil {
 			b.Fatal(err)
 		}
-		smp.watch(name, workers[i].PID())
 	}
 
 	// The releases, all at once (16 starts in flight).
@@ -335,8 +341,17 @@ func run(b *testing.B, s settings, root, workerBin string, n int) result {
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			if _, err := release.Start(ctx, tc, rg, release.StartOptions{Plan: p, Version: "2", StartedBy: "bench", TaskQueue: taskQueue}); err != nil {
-				startErr.Store(&err)
+			for attempt := 1; ; attempt++ {
+				_, err := release.Start(ctx, tc, rg, release.StartOptions{Plan: p, Version: "2", StartedBy: "bench", TaskQueue: taskQueue})
+				// A cluster's frontends learn of new search attributes within seconds.
+				if err != nil && strings.Contains(err.Error(), "no mapping defined for search attribute") && attempt < 60 {
+					time.Sleep(time.Second)
+					continue
+				}
+				if err != nil {
+					startErr.Store(&err)
+				}
+				break
 			}
 		})
 	}
@@ -358,12 +373,9 @@ func run(b *testing.B, s settings, root, workerBin string, n int) result {
 			res.killedAt = time.Since(began)
 			b.Logf("killed worker1 (kill -9) at %s", res.killedAt.Round(time.Second))
 			time.Sleep(10 * time.Second)
-			p, err := procs.Start("worker1", workerBin, nil, workerEnv(0)...)
-			if err != nil {
+			if _, err := startWorker("worker1"); err != nil {
 				b.Error(err)
-				return
 			}
-			smp.watch("worker1", p.PID())
 		})
 	}
 
