@@ -77,8 +77,7 @@ func localActivityType(t *testing.T, ev *historypb.HistoryEvent) string {
 // timer's start and firing, a workflow task's three events, the round's marker;
 // and every AuditBatch rounds the audit batch's marker, 0.1 a round),
 // where before it an analysis round cost 11 (an activity's three events and a second
-// workflow task's). It takes 3 state transitions instead of 7: bench/README.md has the
-// figures of many releases at once.
+// workflow task's). bench/README.md has the figures of many releases at once.
 func TestEventsPerAnalysisRound(t *testing.T) {
 	now := roundCosts(t, "testdata/localio2_long_run1.json")
 	require.GreaterOrEqual(t, len(now), 10, "the recorded release has rounds within its bakes")
