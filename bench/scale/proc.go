@@ -14,8 +14,8 @@ import (
 const clockTicks = 100
 
 // usage is a process group's CPU time and memory: every process whose group is pgid
-// (stack.Stack starts each program in a group of its own, so PostgreSQL's backends
-// count with their postmaster).
+// (stack.Stack starts each program in a group of its own), and every child of pgid's
+// leader (PostgreSQL's backends start sessions of their own).
 type usage struct {
 	CPU time.Duration // user + system
 	RSS int64         // bytes, summed over the group
@@ -36,11 +36,12 @@ func groupUsage(pgid int) usage {
 			continue
 		}
 		f := strings.Fields(s[i+1:])
-		// f[0] is state (field 3): pgrp is field 5, utime 14, stime 15, rss 24.
+		// f[0] is state (field 3): ppid is field 4, pgrp 5, utime 14, stime 15, rss 24.
 		if len(f) < 22 {
 			continue
 		}
-		if pg, _ := strconv.Atoi(f[2]); pg != pgid {
+		ppid, _ := strconv.Atoi(f[1])
+		if pg, _ := strconv.Atoi(f[2]); pg != pgid && ppid != pgid {
 			continue
 		}
 		ut, _ := strconv.ParseInt(f[11], 10, 64)
