@@ -42,12 +42,13 @@ const (
 	changeAuditDecisions = "audit-decisions"
 	// changeLocalIO: the short, idempotent I/O of a release (resolve, the query
 	// check, registry changes and audit batches, analysis rounds; since version 2
-	// traffic changes on the gateway) runs as local activities, each one marker in the history
-	// instead of an activity's three events and a workflow task of its own; and
-	// analysis rounds are due on the bake's clock, so that a bake lasts what the plan
-	// says however long each round takes. What may take long stays an activity that
-	// heartbeats: traffic changes on Kubernetes (the deployer waits for the status),
-	// the staging evaluation, and notifications (best effort, at the notifier's pace).
+	// traffic changes on the gateway) runs as local activities, each one marker in
+	// the history instead of an activity's three events and a workflow task of its
+	// own; and analysis rounds are due on the bake's clock, so that a bake lasts what
+	// the plan says however long each round takes. What may take long stays an
+	// activity that heartbeats: traffic changes on Kubernetes (the deployer waits for
+	// the status), the staging evaluation, and notifications (best effort, at the
+	// notifier's pace).
 	changeLocalIO = "local-io"
 )
 
