@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/common/expfmt"
+	prommodel "github.com/prometheus/common/model"
 	"github.com/stretchr/testify/require"
 	"go.temporal.io/sdk/client"
 
@@ -156,17 +158,10 @@ func TestGatewayReplicas(t *testing.T) {
 	require.NoError(t, ctx.Err())
 	replicas[1].proc.Kill()
 
-	// Keep it down until the move to the next step has failed on it at least once.
-	wid := workflows.WorkflowID("wine")
-	for failed := false; !failed; {
-		desc, err := dev.Client().DescribeWorkflowExecution(ctx, wid, "")
-		require.NoError(t, err)
-		for _, pa := range desc.GetPendingActivities() {
-			if pa.GetActivityType().GetName() == "SetTraffic" && pa.GetAttempt() >= 2 {
-				require.Contains(t, pa.GetLastFailure().GetMessage(), urls[1], "the failure names the replica that is down")
-				failed = true
-			}
-		}
+	// Keep it down until the move to the next step has failed on it at least once: a
+	// traffic change on the gateway is a local activity (workflows' local-io), whose
+	// failures the worker counts in the Temporal SDK's metrics.
+	for failedSetTraffic(t, workerAddr) == 0 {
 		select {
 		case <-ctx.Done():
 			t.Fatal("the traffic change never failed on the replica that is down")
@@ -204,7 +199,7 @@ func TestGatewayReplicas(t *testing.T) {
 	require.Equal(t, http.StatusOK, resp.StatusCode, "feedback joined through another replica")
 
 	var res workflows.Result
-	require.NoError(t, dev.Client().GetWorkflow(ctx, wid, "").Get(ctx, &res))
+	require.NoError(t, dev.Client().GetWorkflow(ctx, workflows.WorkflowID("wine"), "").Get(ctx, &res))
 	require.Equal(t, workflows.OutcomePromoted, res.Outcome, "reason: %s", res.Reason)
 
 	// The worker serves the release's report, latest and by run.
@@ -236,4 +231,24 @@ func serve(t *testing.T, h http.Handler) string {
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() { _ = srv.Close() })
 	return "http://" + ln.Addr().String()
+}
+
+// failedSetTraffic is how many times the worker's SetTraffic local activity failed,
+// from the Temporal SDK's metrics on its /metrics.
+func failedSetTraffic(t *testing.T, workerAddr string) float64 {
+	resp, err := http.Get("http://" + workerAddr + "/metrics")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	parser := expfmt.NewTextParser(prommodel.LegacyValidation)
+	families, err := parser.TextToMetricFamilies(resp.Body)
+	require.NoError(t, err)
+	n := 0.0
+	for _, m := range families["temporal_local_activity_execution_failed_total"].GetMetric() {
+		for _, l := range m.GetLabel() {
+			if l.GetName() == "activity_type" && l.GetValue() == "SetTraffic" {
+				n += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return n
 }
