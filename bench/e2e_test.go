@@ -122,8 +122,9 @@ func history(b *testing.B, c client.Client, id, runID string) []*historypb.Histo
 }
 
 // trafficApplied lists, in order, each SetTraffic the release completed: the traffic
-// and when the gateway had applied it (the activity's completion), with the event
-// before its scheduling (what the step's decision followed).
+// and when the gateway had applied it (the activity's completion, or the local
+// activity's marker), with the event before its scheduling (what the step's decision
+// followed).
 type applied struct {
 	traffic  deploy.Traffic
 	at       time.Time
@@ -136,17 +137,35 @@ func trafficApplied(b *testing.B, events []*historypb.HistoryEvent) []applied {
 	var out []applied
 	for i, e := range events {
 		byID[e.GetEventId()] = e
-		done := e.GetActivityTaskCompletedEventAttributes()
-		if done == nil {
-			continue
-		}
-		sched := byID[done.GetScheduledEventId()].GetActivityTaskScheduledEventAttributes()
-		if sched.GetActivityType().GetName() != "SetTraffic" {
-			continue
-		}
+		// A traffic change on the gateway is a local activity (workflows' local-io):
+		// its marker holds the applied traffic and comes with the workflow task that
+		// ran it; before, an activity scheduled by one task and completed later.
 		var t deploy.Traffic
-		if err := json.Unmarshal(sched.GetInput().GetPayloads()[0].GetData(), &t); err != nil {
-			b.Fatal(err)
+		scheduled := e.GetEventId()
+		if done := e.GetActivityTaskCompletedEventAttributes(); done != nil {
+			sched := byID[done.GetScheduledEventId()].GetActivityTaskScheduledEventAttributes()
+			if sched.GetActivityType().GetName() != "SetTraffic" {
+				continue
+			}
+			if err := json.Unmarshal(sched.GetInput().GetPayloads()[0].GetData(), &t); err != nil {
+				b.Fatal(err)
+			}
+			scheduled = done.GetScheduledEventId()
+		} else if m := e.GetMarkerRecordedEventAttributes(); m.GetMarkerName() == "LocalActivity" {
+			var data struct{ ActivityType string }
+			if err := json.Unmarshal(m.GetDetails()["data"].GetPayloads()[0].GetData(), &data); err != nil {
+				b.Fatal(err)
+			}
+			if data.ActivityType != "SetTraffic" {
+				continue
+			}
+			var a deploy.Applied
+			if err := json.Unmarshal(m.GetDetails()["result"].GetPayloads()[0].GetData(), &a); err != nil {
+				b.Fatal(err)
+			}
+			t = a.Traffic
+		} else {
+			continue
 		}
 		// The decision followed the last activity or timer that completed before the
 		// workflow task that scheduled this SetTraffic.
@@ -154,7 +173,7 @@ func trafficApplied(b *testing.B, events []*historypb.HistoryEvent) []applied {
 		var decision string
 		for j := i - 1; j >= 0; j-- {
 			ej := events[j]
-			if ej.GetEventId() >= done.GetScheduledEventId() {
+			if ej.GetEventId() >= scheduled {
 				continue
 			}
 			if ej.GetEventType() == enums.EVENT_TYPE_ACTIVITY_TASK_COMPLETED || ej.GetEventType() == enums.EVENT_TYPE_TIMER_FIRED {
