@@ -15,6 +15,7 @@ ROUNDS=${ROUNDS:-3}
 PORT_UPSTREAM=19001 PORT_NGINX=19080 PORT_A=19081 PORT_B=19082
 
 cd "$(dirname "$0")/../.."
+. bench/gateway/nginx.sh
 tmp=$(mktemp -d)
 pids=()
 cleanup() {
@@ -30,31 +31,7 @@ go build -o "$tmp/gateway" ./gateway
 go build -o "$tmp/upstream" ./bench/gateway/upstream
 
 "$tmp/upstream" -listen 127.0.0.1:$PORT_UPSTREAM & pids+=($!)
-mkdir -p "$tmp/nginx"
-cat >"$tmp/nginx/nginx.conf" <<CONF
-daemon off;
-worker_processes auto;
-pid $tmp/nginx/nginx.pid;
-error_log $tmp/nginx/error.log warn;
-events { worker_connections 4096; }
-http {
-	access_log off;
-	client_body_temp_path $tmp/nginx/body;
-	proxy_temp_path $tmp/nginx/proxy;
-	fastcgi_temp_path $tmp/nginx/fastcgi;
-	uwsgi_temp_path $tmp/nginx/uwsgi;
-	scgi_temp_path $tmp/nginx/scgi;
-	upstream model { server 127.0.0.1:$PORT_UPSTREAM; keepalive 256; }
-	server {
-		listen 127.0.0.1:$PORT_NGINX;
-		location /models/bench/ {
-			proxy_pass http://model/;
-			proxy_http_version 1.1;
-			proxy_set_header Connection "";
-		}
-	}
-}
-CONF
+nginx_conf "$tmp/nginx" $PORT_UPSTREAM $PORT_NGINX
 nginx -p "$tmp/nginx" -c "$tmp/nginx/nginx.conf" & pids+=($!)
 nginx_pid=$!
 MLRELEASE_GATEWAY_LISTEN=127.0.0.1:$PORT_A MLRELEASE_GATEWAY_ADMIN_TOKEN=bench "$tmp/gateway-ref" 2>/dev/null & pids+=($!)

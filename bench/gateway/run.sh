@@ -22,6 +22,7 @@ RATE_DURATION=${RATE_DURATION:-10s}
 PORT_UPSTREAM=19001 PORT_SLOW=19002 PORT_NGINX=19080 PORT_GATEWAY=19081
 
 cd "$(dirname "$0")/../.."
+. bench/gateway/nginx.sh
 for tool in nginx wrk go curl; do
 	command -v "$tool" >/dev/null || { echo "bench-gateway needs $tool (Debian: apt-get install -y nginx wrk)" >&2; exit 1; }
 done
@@ -47,33 +48,8 @@ wait_up() { # url
 "$tmp/upstream" -listen 127.0.0.1:$PORT_UPSTREAM & pids+=($!)
 "$tmp/upstream" -listen 127.0.0.1:$PORT_SLOW -delay 200ms & pids+=($!)
 
-# nginx as teams run it in front of model servers: upstream keepalive, HTTP/1.1,
-# no access log (the gateway keeps no per-request log either).
-mkdir -p "$tmp/nginx"
-cat >"$tmp/nginx/nginx.conf" <<CONF
-daemon off;
-worker_processes auto;
-pid $tmp/nginx/nginx.pid;
-error_log $tmp/nginx/error.log warn;
-events { worker_connections 4096; }
-http {
-	access_log off;
-	client_body_temp_path $tmp/nginx/body;
-	proxy_temp_path $tmp/nginx/proxy;
-	fastcgi_temp_path $tmp/nginx/fastcgi;
-	uwsgi_temp_path $tmp/nginx/uwsgi;
-	scgi_temp_path $tmp/nginx/scgi;
-	upstream model { server 127.0.0.1:$PORT_UPSTREAM; keepalive 256; }
-	server {
-		listen 127.0.0.1:$PORT_NGINX;
-		location /models/bench/ {
-			proxy_pass http://model/;
-			proxy_http_version 1.1;
-			proxy_set_header Connection "";
-		}
-	}
-}
-CONF
+# nginx as teams run it in front of model servers (bench/gateway/nginx.sh).
+nginx_conf "$tmp/nginx" $PORT_UPSTREAM $PORT_NGINX
 nginx -p "$tmp/nginx" -c "$tmp/nginx/nginx.conf" & pids+=($!)
 nginx_pid=$!
 
