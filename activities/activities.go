@@ -42,6 +42,8 @@ type Activities struct {
 	Metrics  MetricSource
 	Scoring  *scoring.Client
 	Notifier notify.Notifier
+	// Rounds runs bakes' analysis rounds (AnalyzeRounds); the worker starts it.
+	Rounds *RoundClock
 }
 
 func nonRetryable(errType string, err error) error {

@@ -22,12 +22,14 @@ import (
 	"k8s.io/client-go/dynamic"
 
 	"github.com/mlrelease/mlrelease/activities"
+	"github.com/mlrelease/mlrelease/internal/analysis"
 	"github.com/mlrelease/mlrelease/internal/deploy"
 	"github.com/mlrelease/mlrelease/internal/notify"
 	"github.com/mlrelease/mlrelease/internal/plan"
 	"github.com/mlrelease/mlrelease/internal/registry"
 	"github.com/mlrelease/mlrelease/internal/stack/kubeapi"
 	"github.com/mlrelease/mlrelease/workflows"
+	"github.com/mlrelease/mlrelease/workflows/roundtest"
 )
 
 // liveCandidate matches a route state in which the candidate serves live requests.
@@ -122,7 +124,7 @@ func TestKubernetesRelease(t *testing.T) {
 			env := suite.NewTestWorkflowEnvironment()
 			env.SetStartWorkflowOptions(client.StartWorkflowOptions{ID: workflows.WorkflowID("wine"), TaskQueue: workflows.TaskQueue})
 			env.RegisterWorkflowWithOptions(workflows.ReleaseWorkflow, workflow.RegisterOptions{Name: workflows.WorkflowName})
-			env.RegisterActivity(&activities.Activities{
+			acts := &activities.Activities{
 				Registry: reg,
 				Deployer: deploy.Targets{Kube: kc},
 				Metrics: &counters{bad: func() bool {
@@ -133,7 +135,14 @@ func TestKubernetesRelease(t *testing.T) {
 					return c.fails == "always"
 				}},
 				Notifier: notify.Log{Logger: slog.New(slog.DiscardHandler)},
-			})
+			}
+			env.RegisterActivity(acts)
+			// The test environment's stand-in for the worker's round clock, running
+			// the real analysis.
+			rounds := &roundtest.Clock{Env: env, Analyze: func(in activities.AnalyzeInput) ([]analysis.Measurement, error) {
+				return acts.Analyze(context.Background(), in)
+			}}
+			rounds.Install()
 			env.ExecuteWorkflow(workflows.ReleaseWorkflow, workflows.ReleaseInput{Plan: *p, StartedBy: "ci"})
 			if err := env.GetWorkflowError(); err != nil {
 				t.Fatal(err)

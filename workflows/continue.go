@@ -18,8 +18,9 @@ import (
 // first. The next run gets the plan and the whole state (Carried) and goes on where
 // this one was; the workflow ID stays release/<model>.
 const (
-	// DefaultRoundsPerRun bounds a run's analysis rounds: 6 events each (11 before
-	// changeLocalIO), so a run stays far below 10,000 events.
+	// DefaultRoundsPerRun bounds a run's analysis rounds: 4 events each (6 before
+	// changeLocalIO's version 3, 11 before changeLocalIO), so a run stays far below
+	// 10,000 events.
 	DefaultRoundsPerRun = 500
 	// DefaultHistoryLimit is the history length at which a run continues as new even
 	// without the server's suggestion (the server's own limit is 51,200 events).
@@ -48,7 +49,9 @@ const (
 	// the plan says however long each round takes. What may take long stays an
 	// activity that heartbeats: traffic changes on Kubernetes (the deployer waits for
 	// the status), the staging evaluation, and notifications (best effort, at the
-	// notifier's pace).
+	// notifier's pace). Since version 3 the worker's round clock pushes a bake's
+	// analysis rounds to the release as signals (rounds.go): four events a round
+	// instead of six.
 	changeLocalIO = "local-io"
 )
 

@@ -22,6 +22,7 @@ import (
 	"github.com/mlrelease/mlrelease/internal/notify"
 	"github.com/mlrelease/mlrelease/internal/plan"
 	"github.com/mlrelease/mlrelease/internal/registry"
+	"github.com/mlrelease/mlrelease/workflows/roundtest"
 )
 
 // The long-release tests run releases of days on the test suite's skipped clock,
@@ -183,42 +184,10 @@ func (l *longRun) env(s *testsuite.WorkflowTestSuite, start time.Time) *testsuit
 	env.OnActivity(a.Analyze, mock.Anything, mock.Anything).Return(
 		func(ctx context.Context, in activities.AnalyzeInput) ([]analysis.Measurement, error) {
 			l.activityIn(ctx)
-			l.payload("Analyze input", in)
-			l.mu.Lock()
-			l.runRounds[len(l.runRounds)-1]++
-			failing := l.failAt > 0 && l.now().Sub(l.start) >= l.failAt
-			l.mu.Unlock()
-			out := make([]analysis.Measurement, 0, len(in.Metrics))
-			for i, m := range in.Metrics {
-				v := 0.001
-				if m.Min != nil {
-					v = 0.95
-				}
-				if failing {
-					v = 1e6
-					if m.Min != nil {
-						v = 0
-					}
-				}
-				verdict, msg := analysis.JudgeThreshold(m, &v)
-				b := v
-				meas := analysis.Measurement{Metric: m.Name, Judge: m.Judge, Verdict: verdict, Value: &v, Baseline: &b, Message: msg,
-					Query: strings.Repeat("q", 300), BaselineQuery: strings.Repeat("b", 300), At: l.now(),
-					Evidence: &analysis.Evidence{CandidateN: 1e6, ChampionN: 1e6, Statistic: "e-value", Queries: []string{strings.Repeat("x", 300), strings.Repeat("y", 300)}}}
-				if i == 0 {
-					// A sequential judge's state: its size must not grow with the release.
-					st := in.States[m.Name]
-					st.Batches++
-					if len(st.Tests) == 0 {
-						st.Tests = []analysis.RateMixture{{LogLR: make([]float64, 64)}, {LogLR: make([]float64, 64)}}
-					}
-					meas.State = &st
-				}
-				out = append(out, meas)
-			}
-			l.payload("Analyze output", out)
-			return out, nil
+			return l.analyze(in)
 		}).Maybe()
+	clock := &roundtest.Clock{Env: env, Analyze: l.analyze, OnHandOver: l.activity}
+	clock.Install()
 	env.OnActivity(a.Notify, mock.Anything, mock.Anything).Return(
 		func(_ context.Context, m notify.Message) error {
 			l.activity()
@@ -232,6 +201,45 @@ func (l *longRun) env(s *testsuite.WorkflowTestSuite, start time.Time) *testsuit
 			return notify.Ref{Channel: "C-releases", TS: "1700000000.000001"}, nil
 		}).Maybe()
 	return env
+}
+
+// analyze is an analysis round: passing, or failing from failAt on.
+func (l *longRun) analyze(in activities.AnalyzeInput) ([]analysis.Measurement, error) {
+	l.payload("Analyze input", in)
+	l.mu.Lock()
+	l.runRounds[len(l.runRounds)-1]++
+	failing := l.failAt > 0 && l.now().Sub(l.start) >= l.failAt
+	l.mu.Unlock()
+	out := make([]analysis.Measurement, 0, len(in.Metrics))
+	for i, m := range in.Metrics {
+		v := 0.001
+		if m.Min != nil {
+			v = 0.95
+		}
+		if failing {
+			v = 1e6
+			if m.Min != nil {
+				v = 0
+			}
+		}
+		verdict, msg := analysis.JudgeThreshold(m, &v)
+		b := v
+		meas := analysis.Measurement{Metric: m.Name, Judge: m.Judge, Verdict: verdict, Value: &v, Baseline: &b, Message: msg,
+			Query: strings.Repeat("q", 300), BaselineQuery: strings.Repeat("b", 300), At: l.now(),
+			Evidence: &analysis.Evidence{CandidateN: 1e6, ChampionN: 1e6, Statistic: "e-value", Queries: []string{strings.Repeat("x", 300), strings.Repeat("y", 300)}}}
+		if i == 0 {
+			// A sequential judge's state: its size must not grow with the release.
+			st := in.States[m.Name]
+			st.Batches++
+			if len(st.Tests) == 0 {
+				st.Tests = []analysis.RateMixture{{LogLR: make([]float64, 64)}, {LogLR: make([]float64, 64)}}
+			}
+			meas.State = &st
+		}
+		out = append(out, meas)
+	}
+	l.payload("Analyze output", out)
+	return out, nil
 }
 
 // estimatedEvents bounds a run's history from what it did: each activity takes at

@@ -42,8 +42,8 @@ func ReleaseWorkflow(ctx workflow.Context, in ReleaseInput) (*Result, error) {
 	r := newRelease(ctx, in)
 	r.bounded = workflow.GetVersion(ctx, changeLongRelease, workflow.DefaultVersion, 1) >= 1
 	r.auditDecisions = workflow.GetVersion(ctx, changeAuditDecisions, workflow.DefaultVersion, 1) >= 1
-	v := workflow.GetVersion(ctx, changeLocalIO, workflow.DefaultVersion, 2)
-	r.localIO, r.localTraffic = v >= 1, v >= 2
+	v := workflow.GetVersion(ctx, changeLocalIO, workflow.DefaultVersion, 3)
+	r.localIO, r.localTraffic, r.pushRounds = v >= 1, v >= 2, v >= 3
 	if err := r.setHandlers(ctx); err != nil {
 		return nil, err
 	}
@@ -431,23 +431,14 @@ func (r *release) bake(ctx workflow.Context, stage Stage, step int, d time.Durat
 		StartToCloseTimeout: 30 * time.Second, HeartbeatTimeout: heartbeatTimeout, RetryPolicy: retry, Summary: summary})
 	lctx := workflow.WithLocalActivityOptions(ctx, workflow.LocalActivityOptions{
 		StartToCloseTimeout: 30 * time.Second, RetryPolicy: retry, Summary: summary})
+	var pushed *roundDriver
+	if r.pushRounds {
+		pushed = r.roundDriver(ctx, stage, d, metrics)
+		defer pushed.stop()
+	}
 	for {
-		if err := r.nextRound(ctx, stage, d, interval); err != nil {
-			return err
-		}
-		if err := r.pauseExpired(ctx); err != nil {
-			return err
-		}
-		in := activities.AnalyzeInput{Model: r.plan.Model, Champion: r.Champion.Version, Candidate: r.Candidate.Version,
-			Interval: r.plan.Analysis.Interval, Metrics: metrics, Since: r.Judged.Since, States: r.Judged.States}
-		var ms []analysis.Measurement
-		var analyse workflow.Future
-		if r.localIO {
-			analyse = workflow.ExecuteLocalActivity(lctx, a.Analyze, in)
-		} else {
-			analyse = workflow.ExecuteActivity(actx, a.Analyze, in)
-		}
-		if err := analyse.Get(ctx, &ms); err != nil {
+		ms, err := r.round(ctx, pushed, stage, d, interval, metrics, actx, lctx)
+		if err != nil {
 			return err
 		}
 		ms = r.Judged.keep(ms)
@@ -483,6 +474,33 @@ func (r *release) bake(ctx workflow.Context, stage Stage, step int, d time.Durat
 			return err
 		}
 	}
+}
+
+// round waits for the bake's next analysis round and returns its measurements:
+// pushed by the worker's round clock since changeLocalIO's version 3, before it on
+// the workflow's own timer and an analysis (local) activity.
+func (r *release) round(ctx workflow.Context, pushed *roundDriver, stage Stage, d, interval time.Duration, metrics []plan.Metric,
+	actx, lctx workflow.Context) ([]analysis.Measurement, error) {
+	if pushed != nil {
+		return pushed.next(ctx)
+	}
+	if err := r.nextRound(ctx, stage, d, interval); err != nil {
+		return nil, err
+	}
+	if err := r.pauseExpired(ctx); err != nil {
+		return nil, err
+	}
+	var ms []analysis.Measurement
+	var analyse workflow.Future
+	if r.localIO {
+		analyse = workflow.ExecuteLocalActivity(lctx, a.Analyze, r.analyzeInput(metrics))
+	} else {
+		analyse = workflow.ExecuteActivity(actx, a.Analyze, r.analyzeInput(metrics))
+	}
+	if err := analyse.Get(ctx, &ms); err != nil {
+		return nil, err
+	}
+	return ms, nil
 }
 
 // nextRound waits for the bake's next analysis round and moves its clock there.

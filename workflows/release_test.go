@@ -13,6 +13,7 @@ import (
 
 	"github.com/stretchr/testify/mock"
 	"github.com/stretchr/testify/suite"
+	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/testsuite"
@@ -23,6 +24,7 @@ import (
 	"github.com/mlrelease/mlrelease/internal/notify"
 	"github.com/mlrelease/mlrelease/internal/plan"
 	"github.com/mlrelease/mlrelease/internal/registry"
+	"github.com/mlrelease/mlrelease/workflows/roundtest"
 )
 
 // testPlan is a full plan. Its timeline, with every activity instant:
@@ -108,6 +110,8 @@ type releaseSuite struct {
 	notifyErr error
 	// audited are the rounds written to the audit log, in order.
 	audited []AnalysisRound
+	// clock is the fake round clock.
+	clock *roundtest.Clock
 }
 
 func TestReleaseWorkflow(t *testing.T) { suite.Run(t, new(releaseSuite)) }
@@ -187,34 +191,10 @@ func (s *releaseSuite) SetupTest() {
 		}).AfterFn(func() time.Duration { return s.evaluationTakes }).Maybe()
 	s.env.OnActivity(a.Analyze, mock.Anything, mock.Anything).Return(
 		func(_ context.Context, in activities.AnalyzeInput) ([]analysis.Measurement, error) {
-			s.mu.Lock()
-			s.analyzeCalls++
-			call := s.analyzeCalls
-			// A local activity gets the workflow's values as they are: keep a copy.
-			kept := in
-			kept.States = make(map[string]analysis.JudgeState, len(in.States))
-			for k, v := range in.States {
-				kept.States[k] = v.Clone()
-			}
-			s.analyzeInputs = append(s.analyzeInputs, kept)
-			s.analyzeAt = append(s.analyzeAt, s.env.Now())
-			s.mu.Unlock()
-			out := make([]analysis.Measurement, 0, len(in.Metrics))
-			for _, m := range in.Metrics {
-				if m.Sequential() {
-					// A counting judge: its state counts the rounds it has seen.
-					st := in.States[m.Name]
-					st.Batches++
-					out = append(out, analysis.Measurement{Metric: m.Name, Judge: m.Judge, Verdict: analysis.Pass, State: &st,
-						Evidence: &analysis.Evidence{Statistic: "e-value"}})
-					continue
-				}
-				v := s.value(call, m)
-				verdict, msg := analysis.JudgeThreshold(m, v)
-				out = append(out, analysis.Measurement{Metric: m.Name, Judge: m.Judge, Verdict: verdict, Value: v, Message: msg})
-			}
-			return out, nil
+			return s.analyze(in)
 		}).AfterFn(func() time.Duration { return s.analyzeTakes }).Maybe()
+	s.clock = &roundtest.Clock{Env: s.env, Analyze: s.analyze, Takes: func() time.Duration { return s.analyzeTakes }}
+	s.clock.Install()
 	s.env.OnActivity(a.RecordEvents, mock.Anything, mock.Anything, mock.Anything).Return(
 		func(_ context.Context, model string, events []registry.Event) error {
 			s.mu.Lock()
@@ -248,6 +228,38 @@ func (s *releaseSuite) SetupTest() {
 			}
 			return notify.Ref{Channel: "C-releases", TS: fmt.Sprintf("1700000000.%06d", len(s.notes))}, nil
 		}).Maybe()
+}
+
+// analyze is an analysis round: the default Analyze mock's, and the fake round
+// clock's.
+func (s *releaseSuite) analyze(in activities.AnalyzeInput) ([]analysis.Measurement, error) {
+	s.mu.Lock()
+	s.analyzeCalls++
+	call := s.analyzeCalls
+	// A local activity gets the workflow's values as they are: keep a copy.
+	kept := in
+	kept.States = make(map[string]analysis.JudgeState, len(in.States))
+	for k, v := range in.States {
+		kept.States[k] = v.Clone()
+	}
+	s.analyzeInputs = append(s.analyzeInputs, kept)
+	s.analyzeAt = append(s.analyzeAt, s.env.Now())
+	s.mu.Unlock()
+	out := make([]analysis.Measurement, 0, len(in.Metrics))
+	for _, m := range in.Metrics {
+		if m.Sequential() {
+			// A counting judge: its state counts the rounds it has seen.
+			st := in.States[m.Name]
+			st.Batches++
+			out = append(out, analysis.Measurement{Metric: m.Name, Judge: m.Judge, Verdict: analysis.Pass, State: &st,
+				Evidence: &analysis.Evidence{Statistic: "e-value"}})
+			continue
+		}
+		v := s.value(call, m)
+		verdict, msg := analysis.JudgeThreshold(m, v)
+		out = append(out, analysis.Measurement{Metric: m.Name, Judge: m.Judge, Verdict: verdict, Value: v, Message: msg})
+	}
+	return out, nil
 }
 
 func (s *releaseSuite) AfterTest(_, _ string) { s.env.AssertExpectations(s.T()) }
@@ -682,6 +694,57 @@ func (s *releaseSuite) TestRoundsFallenBehindAreSkipped() {
 	// round is the first due at or after it.
 	last := s.analyzeAt[len(s.analyzeAt)-1]
 	s.LessOrEqual(last.Sub(began), 15*time.Minute+2*(time.Minute+s.analyzeTakes))
+}
+
+// Since changeLocalIO's version 3 a bake's rounds are pushed to the release: one
+// hand-over to the round clock a bake (shadow, three canary steps, the watch), every
+// round taken from it, and no analysis activity or local activity of the release's
+// own.
+func (s *releaseSuite) TestRoundsArePushed() {
+	var own []string
+	s.env.SetOnLocalActivityStartedListener(func(info *activity.Info, _ context.Context, _ []any) {
+		own = append(own, info.ActivityType.Name)
+	})
+	p := s.testPlanWith(func(p *plan.Plan) {
+		p.Approval.Required, p.Approval.Timeout, p.Approval.OnTimeout = false, 0, plan.OnTimeoutPromote
+	})
+	s.run(p)
+	s.Equal(OutcomePromoted, s.result().Outcome)
+	s.Equal(5, s.clock.HandOvers(), "one hand-over a bake")
+	s.Len(s.analyzeAt, shadowRounds+canaryRounds+10)
+	s.Equal(shadowRounds+canaryRounds+10, s.status().Rounds)
+	s.NotContains(own, "Analyze")
+}
+
+// A hand-over lost with its worker (no heartbeat within its timeout) is handed over
+// again from the last round the release took, and the bake goes on; three lost in a
+// row with no round between them fail the stage and roll back.
+func (s *releaseSuite) TestLostRoundsAreHandedOverAgain() {
+	p := s.testPlanWith(func(p *plan.Plan) {
+		p.Canary.Steps = p.Canary.Steps[:1]
+		p.Approval.Required, p.Approval.Timeout, p.Approval.OnTimeout = false, 0, plan.OnTimeoutPromote
+		p.PostPromotion.Watch = 0
+	})
+	var froms []int
+	s.clock.Dies = func(in activities.RoundsInput) (int, bool) {
+		froms = append(froms, in.From)
+		return 4, in.Driver == 1 // the shadow soak's first worker dies after round 4
+	}
+	s.run(p)
+	s.Equal(OutcomePromoted, s.result().Outcome)
+	s.Equal([]int{0, 4, 0}, froms, "the shadow soak handed over again from round 4, then the canary step")
+	// The rounds the lost worker missed are skipped (their windows were a heartbeat
+	// timeout ago), none judged twice.
+	st := s.status()
+	s.Less(st.Rounds, shadowRounds+5)
+	s.GreaterOrEqual(st.Rounds, 4+1+5)
+
+	s.SetupTest()
+	p = s.testPlanWith(nil)
+	s.clock.Dies = func(activities.RoundsInput) (int, bool) { return 2, true } // every worker dies after round 2
+	s.run(p)
+	s.assertRolledBack(p, "shadow analysis at 0%: no analysis round from 3 hand-overs in a row")
+	s.Equal(2, s.status().Rounds)
 }
 
 func (s *releaseSuite) TestCanaryAnalysisFailureRollsBack() {

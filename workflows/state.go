@@ -33,6 +33,10 @@ type release struct {
 	// activities, and analysis rounds are due on the bake's clock; localTraffic since
 	// its version 2, when traffic changes on the gateway do too.
 	localIO, localTraffic bool
+	// pushRounds is set since changeLocalIO's version 3: the worker's round clock
+	// pushes a bake's analysis rounds (rounds.go); drivers numbers its hand-overs.
+	pushRounds bool
+	drivers    int
 	// Carried is the whole state. Continue-as-new hands it to the next run as it is
 	// (ReleaseInput.Carried), so a field added to the release belongs in Carried and
 	// is carried without more code.

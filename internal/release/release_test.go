@@ -354,15 +354,18 @@ func startWorker(t *testing.T, reg registry.Registry) string {
 	queue := "test-" + t.Name()
 	w := worker.New(tc, queue, worker.Options{})
 	w.RegisterWorkflow(workflows.ReleaseWorkflow)
+	rounds := activities.StartRoundClock(tc, slog.New(slog.DiscardHandler))
 	w.RegisterActivity(&activities.Activities{
 		Registry: reg,
 		Deployer: &fakeDeployer{},
 		Metrics:  fakeMetrics{},
 		Notifier: notify.Log{Logger: slog.New(slog.DiscardHandler)},
+		Rounds:   rounds,
 	})
 	if err := w.Start(); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(rounds.Stop)
 	t.Cleanup(w.Stop)
 	return queue
 }

@@ -111,8 +111,11 @@ func newRig(t *testing.T) *rig {
 	r.queue = "slack-" + t.Name()
 	w := worker.New(wc, r.queue, worker.Options{})
 	w.RegisterWorkflow(workflows.ReleaseWorkflow)
-	w.RegisterActivity(&activities.Activities{Registry: r.reg, Deployer: &fakeDeployer{}, Metrics: fakeMetrics{}, Notifier: notifier})
+	rounds := activities.StartRoundClock(wc, logger)
+	w.RegisterActivity(&activities.Activities{Registry: r.reg, Deployer: &fakeDeployer{}, Metrics: fakeMetrics{}, Notifier: notifier,
+		Rounds: rounds})
 	require.NoError(t, w.Start())
+	t.Cleanup(rounds.Stop)
 	t.Cleanup(w.Stop)
 
 	r.handler, err = NewHandler(ctx, r.cfg, TemporalDecider{Client: tc, Bridge: r.bridge})

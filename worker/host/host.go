@@ -87,7 +87,11 @@ func Run(ctx context.Context, cfg config.Worker, opts client.Options, logger *sl
 		Metrics:  prom,
 		Scoring:  &scoring.Client{HTTP: &http.Client{Timeout: 30 * time.Second}},
 		Notifier: notifier(cfg, logger),
+		// Bakes' analysis rounds, until the worker stops; then the ones in progress
+		// are handed back, before the client closes.
+		Rounds: activities.StartRoundClock(c, logger),
 	}
+	defer acts.Rounds.Stop()
 
 	w := worker.New(c, cfg.TaskQueue, wo)
 	registerWorkflows(w, cfg.Deployment != "")
