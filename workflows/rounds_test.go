@@ -3,12 +3,15 @@ package workflows
 import (
 	"encoding/json"
 	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 	enumspb "go.temporal.io/api/enums/v1"
 	historypb "go.temporal.io/api/history/v1"
 	"go.temporal.io/sdk/client"
+
+	"github.com/mlrelease/mlrelease/activities"
 )
 
 // roundCosts reads a recorded history and returns the events each analysis round
@@ -72,22 +75,116 @@ func localActivityType(t *testing.T, ev *historypb.HistoryEvent) string {
 	return marker.ActivityType
 }
 
-// TestEventsPerAnalysisRound: on a release recorded on the dev server since
-// changeLocalIO, every analysis round within a bake costs 6 history events (the
-// timer's start and firing, a workflow task's three events, the round's marker;
-// and every AuditBatch rounds the audit batch's marker, 0.1 a round),
-// where before it an analysis round cost 11 (an activity's three events and a second
-// workflow task's). bench/README.md has the figures of many releases at once.
+// handOverCost is what a bake's hand-over of rounds cost in history events, and the
+// rounds it brought.
+type handOverCost struct{ events, rounds int }
+
+// handOverCosts reads a recorded history (since changeLocalIO's version 3) and
+// returns each hand-over's cost: its scheduling, each round's signal, its end
+// (started and completed, failed, timed out, or cancelled) and the workflow task each
+// of these brought about. A workflow task that something else (a decision, another
+// activity, a timer) brought about at the same time counts whole here too.
+func handOverCosts(t *testing.T, file string) []handOverCost {
+	t.Helper()
+	f, err := os.Open(file)
+	require.NoError(t, err)
+	defer f.Close()
+	h, err := client.HistoryFromJSON(f, client.HistoryJSONOptions{})
+	require.NoError(t, err)
+	var costs []handOverCost
+	byID := map[int64]int{} // AnalyzeRounds scheduled event ID -> its index in costs
+	current := -1           // the hand-over a round of the pending inputs belongs to
+	pending := 0            // round events since the last workflow task
+	for _, ev := range h.GetEvents() {
+		switch ev.GetEventType() {
+		case enumspb.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+			if ev.GetActivityTaskScheduledEventAttributes().GetActivityType().GetName() == "AnalyzeRounds" {
+				byID[ev.GetEventId()] = len(costs)
+				costs = append(costs, handOverCost{events: 1})
+			}
+		case enumspb.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED:
+			if ev.GetWorkflowExecutionSignaledEventAttributes().GetSignalName() == activities.RoundSignal && len(costs) > 0 {
+				current = len(costs) - 1 // rounds come from the latest hand-over
+				costs[current].rounds++
+				pending++
+			}
+		case enumspb.EVENT_TYPE_ACTIVITY_TASK_CANCEL_REQUESTED:
+			if k, ok := byID[ev.GetActivityTaskCancelRequestedEventAttributes().GetScheduledEventId()]; ok {
+				costs[k].events++
+			}
+		case enumspb.EVENT_TYPE_ACTIVITY_TASK_STARTED, enumspb.EVENT_TYPE_ACTIVITY_TASK_COMPLETED,
+			enumspb.EVENT_TYPE_ACTIVITY_TASK_FAILED, enumspb.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT,
+			enumspb.EVENT_TYPE_ACTIVITY_TASK_CANCELED:
+			if k, ok := byID[scheduledID(ev)]; ok {
+				current = k
+				pending++
+				if ev.GetEventType() == enumspb.EVENT_TYPE_ACTIVITY_TASK_COMPLETED {
+					costs[k].rounds++ // the last round is the result
+				}
+			}
+		case enumspb.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED:
+			if pending > 0 {
+				costs[current].events += pending + 3 // with the task's scheduled, started, completed
+			}
+			pending = 0
+		}
+	}
+	return costs
+}
+
+func scheduledID(ev *historypb.HistoryEvent) int64 {
+	switch ev.GetEventType() {
+	case enumspb.EVENT_TYPE_ACTIVITY_TASK_STARTED:
+		return ev.GetActivityTaskStartedEventAttributes().GetScheduledEventId()
+	case enumspb.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
+		return ev.GetActivityTaskCompletedEventAttributes().GetScheduledEventId()
+	case enumspb.EVENT_TYPE_ACTIVITY_TASK_FAILED:
+		return ev.GetActivityTaskFailedEventAttributes().GetScheduledEventId()
+	case enumspb.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT:
+		return ev.GetActivityTaskTimedOutEventAttributes().GetScheduledEventId()
+	case enumspb.EVENT_TYPE_ACTIVITY_TASK_CANCELED:
+		return ev.GetActivityTaskCanceledEventAttributes().GetScheduledEventId()
+	}
+	return 0
+}
+
+// TestEventsPerAnalysisRound: on releases recorded on the dev server since
+// changeLocalIO's version 3, a bake's rounds cost at most 5 history events each, all
+// told: a round is its signal and a workflow task (4 events), and each hand-over adds
+// its scheduling, and its end (started, completed) in the last round's workflow
+// task: 4k+2 events for k rounds. Before it (a timer and a local activity a round) a
+// round cost 6; before changeLocalIO (a timer and an activity) 11.
+// bench/README.md has the figures of many releases at once.
 func TestEventsPerAnalysisRound(t *testing.T) {
-	now := roundCosts(t, "testdata/localio2_long_run1.json")
-	require.GreaterOrEqual(t, len(now), 10, "the recorded release has rounds within its bakes")
-	for i, c := range now {
-		require.LessOrEqualf(t, c, 6, "round %d took %d events", i+1, c)
+	files, err := filepath.Glob("testdata/localio3_*.json")
+	require.NoError(t, err)
+	require.NotEmpty(t, files)
+	events, rounds := 0, 0
+	for _, f := range files {
+		for i, c := range handOverCosts(t, f) {
+			events, rounds = events+c.events, rounds+c.rounds
+			if c.rounds >= 2 {
+				require.LessOrEqualf(t, c.events, 5*c.rounds, "%s: hand-over %d: %d events for %d rounds", f, i+1, c.events, c.rounds)
+			}
+		}
+	}
+	require.Greater(t, rounds, 50, "the recorded releases have rounds")
+	require.LessOrEqualf(t, float64(events)/float64(rounds), 5.0, "%d events for %d rounds", events, rounds)
+
+	// Within a bake, round after round: 4 events.
+	long := handOverCosts(t, "testdata/localio3_long_run1.json")
+	require.NotEmpty(t, long)
+
+	v2 := roundCosts(t, "testdata/localio2_long_run1.json")
+	require.GreaterOrEqual(t, len(v2), 10)
+	for _, c := range v2 {
+		require.LessOrEqual(t, c, 6, "rounds on a timer and a local activity")
 	}
 	before := roundCosts(t, "testdata/path_promoted_by_update.json")
 	require.NotEmpty(t, before)
 	for _, c := range before {
 		require.GreaterOrEqual(t, c, 10, "rounds before changeLocalIO")
 	}
-	t.Logf("events per round: %v now, %v before", now, before)
+	t.Logf("now %d events for %d rounds (%.2f a round; hand-overs of the long release %v); version 2: %v; before changeLocalIO: %v",
+		events, rounds, float64(events)/float64(rounds), long, v2, before)
 }
