@@ -160,13 +160,15 @@ func (a *Activities) runRounds(ctx context.Context, token []byte, heartbeat time
 			log.Warn("complete analysis rounds", "error", cerr)
 		}
 	}
-	// A heartbeat when a round is due (it finds a cancelled bake before its queries
-	// run), and while waiting at least every half timeout: the release sets the
-	// timeout above twice the interval, so one heartbeat a round as a rule.
+	// A heartbeat at least every half timeout: the release sets the timeout above
+	// twice the interval, so about one heartbeat a round up to a one-minute interval,
+	// fewer below it. (A cancellation is seen at the next heartbeat; a round sent
+	// meanwhile the release ignores.)
 	beat := heartbeat / 2
 	if beat <= 0 {
 		beat = 10 * time.Second
 	}
+	lastBeat := time.Now() // the activity's start counts as one
 	stopping := func() {
 		complete(nil, temporal.NewApplicationError("the worker is stopping", "WorkerStopping"))
 	}
@@ -176,27 +178,30 @@ func (a *Activities) runRounds(ctx context.Context, token []byte, heartbeat time
 	for {
 		k, due := NextRound(in.Start, interval, from, in.Last, time.Now())
 		for {
-			if wait := time.Until(due); wait > 0 {
-				t := time.NewTimer(min(wait, beat))
-				select {
-				case <-ctx.Done():
-					t.Stop()
-					stopping()
+			now := time.Now()
+			if !now.Before(lastBeat.Add(beat)) {
+				switch err := c.Client.RecordActivityHeartbeat(out, token, from); {
+				case temporal.IsCanceledError(err):
+					complete(nil, temporal.NewCanceledError())
 					return
-				case <-t.C:
+				case isGone(err):
+					return // the release ended or timed this hand-over out
+				case err != nil:
+					log.Warn("heartbeat analysis rounds", "error", err)
 				}
+				lastBeat = now
 			}
-			switch err := c.Client.RecordActivityHeartbeat(out, token, from); {
-			case temporal.IsCanceledError(err):
-				complete(nil, temporal.NewCanceledError())
-				return
-			case isGone(err):
-				return // the release ended or timed this hand-over out
-			case err != nil:
-				log.Warn("heartbeat analysis rounds", "error", err)
-			}
-			if time.Until(due) <= 0 {
+			wait := due.Sub(now)
+			if wait <= 0 {
 				break
+			}
+			t := time.NewTimer(min(wait, lastBeat.Add(beat).Sub(now)))
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				stopping()
+				return
+			case <-t.C:
 			}
 		}
 

@@ -31,9 +31,9 @@ import (
 const maxRoundsLost = 3
 
 // roundHeartbeat is a hand-over's heartbeat timeout for an analysis interval: above
-// twice the interval up to a minute, so that the clock heartbeats about once a round
-// (the heartbeat is the server's one write a round besides the round itself), and a
-// lost worker's bakes go on elsewhere within that time.
+// twice the interval up to a minute, so that the clock heartbeats (a write on the
+// server) at most about once a round, and a lost worker's bakes go on elsewhere
+// within that time.
 func roundHeartbeat(interval time.Duration) time.Duration {
 	return 2*min(interval, time.Minute) + 30*time.Second
 }

@@ -11,7 +11,7 @@ import (
 	historypb "go.temporal.io/api/history/v1"
 	"go.temporal.io/sdk/client"
 
-	"github.com/mlrelease/mlrelease/activities"
+	"github.com/mlrelease/mlrelease/workflows/roundtest"
 )
 
 // roundCosts reads a recorded history and returns the events each analysis round
@@ -75,77 +75,16 @@ func localActivityType(t *testing.T, ev *historypb.HistoryEvent) string {
 	return marker.ActivityType
 }
 
-// handOverCost is what a bake's hand-over of rounds cost in history events, and the
-// rounds it brought.
-type handOverCost struct{ events, rounds int }
-
-// handOverCosts reads a recorded history (since changeLocalIO's version 3) and
-// returns each hand-over's cost: its scheduling, each round's signal, its end
-// (started and completed, failed, timed out, or cancelled) and the workflow task each
-// of these brought about. A workflow task that something else (a decision, another
-// activity, a timer) brought about at the same time counts whole here too.
-func handOverCosts(t *testing.T, file string) []handOverCost {
+// handOverCosts reads a recorded history and returns each hand-over's cost
+// (roundtest.Costs).
+func handOverCosts(t *testing.T, file string) []roundtest.Cost {
 	t.Helper()
 	f, err := os.Open(file)
 	require.NoError(t, err)
 	defer f.Close()
 	h, err := client.HistoryFromJSON(f, client.HistoryJSONOptions{})
 	require.NoError(t, err)
-	var costs []handOverCost
-	byID := map[int64]int{} // AnalyzeRounds scheduled event ID -> its index in costs
-	current := -1           // the hand-over a round of the pending inputs belongs to
-	pending := 0            // round events since the last workflow task
-	for _, ev := range h.GetEvents() {
-		switch ev.GetEventType() {
-		case enumspb.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
-			if ev.GetActivityTaskScheduledEventAttributes().GetActivityType().GetName() == "AnalyzeRounds" {
-				byID[ev.GetEventId()] = len(costs)
-				costs = append(costs, handOverCost{events: 1})
-			}
-		case enumspb.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED:
-			if ev.GetWorkflowExecutionSignaledEventAttributes().GetSignalName() == activities.RoundSignal && len(costs) > 0 {
-				current = len(costs) - 1 // rounds come from the latest hand-over
-				costs[current].rounds++
-				pending++
-			}
-		case enumspb.EVENT_TYPE_ACTIVITY_TASK_CANCEL_REQUESTED:
-			if k, ok := byID[ev.GetActivityTaskCancelRequestedEventAttributes().GetScheduledEventId()]; ok {
-				costs[k].events++
-			}
-		case enumspb.EVENT_TYPE_ACTIVITY_TASK_STARTED, enumspb.EVENT_TYPE_ACTIVITY_TASK_COMPLETED,
-			enumspb.EVENT_TYPE_ACTIVITY_TASK_FAILED, enumspb.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT,
-			enumspb.EVENT_TYPE_ACTIVITY_TASK_CANCELED:
-			if k, ok := byID[scheduledID(ev)]; ok {
-				current = k
-				pending++
-				if ev.GetEventType() == enumspb.EVENT_TYPE_ACTIVITY_TASK_COMPLETED {
-					costs[k].rounds++ // the last round is the result
-				}
-			}
-		case enumspb.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED:
-			if pending > 0 {
-				costs[current].events += pending + 3 // with the task's scheduled, started, completed
-			}
-			pending = 0
-		}
-	}
-	return costs
-}
-
-func scheduledID(ev *historypb.HistoryEvent) int64 {
-	switch ev.GetEventType() {
-	case enumspb.EVENT_TYPE_ACTIVITY_TASK_STARTED:
-		return ev.GetActivityTaskStartedEventAttributes().GetScheduledEventId()
-	case enumspb.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
-		return ev.GetActivityTaskCompletedEventAttributes().GetScheduledEventId()
-	case enumspb.EVENT_TYPE_ACTIVITY_TASK_FAILED:
-		return ev.GetActivityTaskFailedEventAttributes().GetScheduledEventId()
-	case enumspb.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT:
-		return ev.GetActivityTaskTimedOutEventAttributes().GetScheduledEventId()
-	case enumspb.EVENT_TYPE_ACTIVITY_TASK_CANCELED:
-		return ev.GetActivityTaskCanceledEventAttributes().GetScheduledEventId()
-	}
-	return 0
+	return roundtest.Costs(h.GetEvents())
 }
 
 // TestEventsPerAnalysisRound: on releases recorded on the dev server since
@@ -162,9 +101,9 @@ func TestEventsPerAnalysisRound(t *testing.T) {
 	events, rounds := 0, 0
 	for _, f := range files {
 		for i, c := range handOverCosts(t, f) {
-			events, rounds = events+c.events, rounds+c.rounds
-			if c.rounds >= 2 {
-				require.LessOrEqualf(t, c.events, 5*c.rounds, "%s: hand-over %d: %d events for %d rounds", f, i+1, c.events, c.rounds)
+			events, rounds = events+c.Events, rounds+c.Rounds
+			if c.Rounds >= 2 {
+				require.LessOrEqualf(t, c.Events, 5*c.Rounds, "%s: hand-over %d: %d events for %d rounds", f, i+1, c.Events, c.Rounds)
 			}
 		}
 	}

@@ -46,6 +46,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	enumspb "go.temporal.io/api/enums/v1"
+	historypb "go.temporal.io/api/history/v1"
 	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
 	tlog "go.temporal.io/sdk/log"
@@ -59,6 +60,7 @@ import (
 	"github.com/mlrelease/mlrelease/internal/stack/cluster"
 	"github.com/mlrelease/mlrelease/internal/stack/devserver"
 	"github.com/mlrelease/mlrelease/workflows"
+	"github.com/mlrelease/mlrelease/workflows/roundtest"
 )
 
 const taskQueue = "mlrelease-scale"
@@ -198,10 +200,9 @@ type result struct {
 	killedAt   time.Duration
 	notStarted int // without a workflow task 30 s after their start
 	unfinished int
-	// roundEvents is the history events per analysis round within a bake, mean
-	// and most.
-	roundEvents    float64
-	roundEventsMax int
+	// roundEvents is the history events an analysis round costs, over every
+	// hand-over; roundEventsMax the costliest hand-over's.
+	roundEvents, roundEventsMax float64
 }
 
 func run(b *testing.B, s settings, root, workerBin string, n int) result {
@@ -406,12 +407,12 @@ func run(b *testing.B, s settings, root, workerBin string, n int) result {
 	hctx, hcancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer hcancel()
 	var first, last time.Time
-	gaps := &histogram{}
+	costs := &roundCosts{}
 	for i := range res.releases {
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			measure(hctx, tc, &res.releases[i], gaps)
+			measure(hctx, tc, &res.releases[i], costs)
 		})
 	}
 	wg.Wait()
@@ -431,15 +432,13 @@ func run(b *testing.B, s settings, root, workerBin string, n int) result {
 		}
 	}
 	res.span = last.Sub(first)
-	res.roundEvents = gaps.mean()
-	res.roundEventsMax = gaps.max()
+	res.roundEvents, res.roundEventsMax = costs.mean(), costs.worst
 	return res
 }
 
 // measure reads a release's runs: its start, first workflow task, close, events,
-// state transitions, and the events of its analysis rounds: from each round's
-// marker to the next one's in the same bake.
-func measure(ctx context.Context, c client.Client, o *outcome, gaps *histogram) {
+// state transitions, and what its analysis rounds cost (roundtest.Costs).
+func measure(ctx context.Context, c client.Client, o *outcome, costs *roundCosts) {
 	runID := ""
 	for {
 		d, err := c.DescribeWorkflowExecution(ctx, workflows.WorkflowID(o.model), runID)
@@ -453,8 +452,8 @@ func measure(ctx context.Context, c client.Client, o *outcome, gaps *histogram) 
 			o.closed = info.GetCloseTime().AsTime()
 		}
 		it := c.GetWorkflowHistory(ctx, workflows.WorkflowID(o.model), info.GetExecution().GetRunId(), false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
-		prev, markers, continued := 0, 0, ""
-		i := 0
+		var events []*historypb.HistoryEvent
+		continued := ""
 		var started time.Time
 		for it.HasNext() {
 			ev, err := it.Next()
@@ -462,7 +461,7 @@ func measure(ctx context.Context, c client.Client, o *outcome, gaps *histogram) 
 				o.err = errors.Join(o.err, err)
 				return
 			}
-			i++
+			events = append(events, ev)
 			switch ev.GetEventType() {
 			case enumspb.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED:
 				started = ev.GetEventTime().AsTime()
@@ -474,28 +473,19 @@ func measure(ctx context.Context, c client.Client, o *outcome, gaps *histogram) 
 				if o.firstTask == 0 && continued == "" {
 					o.firstTask = ev.GetEventTime().AsTime().Sub(started)
 				}
-			case enumspb.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
-				markers = 0 // a traffic change: the next round begins a bake
-			case enumspb.EVENT_TYPE_MARKER_RECORDED:
-				if ev.GetMarkerRecordedEventAttributes().GetMarkerName() == "LocalActivity" && isAnalysis(ev.String()) {
-					if markers > 0 {
-						gaps.add(i - prev)
-					}
-					prev, markers = i, markers+1
-					o.rounds++
-				}
 			}
 		}
-		o.events += i
+		for _, hc := range roundtest.Costs(events) {
+			o.rounds += hc.Rounds
+			costs.add(hc)
+		}
+		o.events += len(events)
 		if continued == "" {
 			return
 		}
 		runID = continued
 	}
 }
-
-// isAnalysis tells an analysis round's marker from another local activity's.
-func isAnalysis(marker string) bool { return strings.Contains(marker, "Analyze") }
 
 // timeline writes a release's history to the file MLRELEASE_SCALE_TIMELINE names:
 // each event's time from the start, its type and, for an activity, its name.
@@ -580,7 +570,7 @@ func (r result) report(b *testing.B, s settings) {
 		q(walls, 1).Round(100*time.Millisecond), r.nominal, over, len(walls))
 	fmt.Fprintf(&lines, "  first workflow task after start: p50 %s, p99 %s, max %s; over 30 s: %d\n",
 		q(firstTasks, .5).Round(time.Millisecond), q(firstTasks, .99).Round(time.Millisecond), q(firstTasks, 1).Round(time.Millisecond), r.notStarted)
-	fmt.Fprintf(&lines, "  per release: %.0f events, %.0f state transitions; per analysis round %.2f events (most %d); %.1f transitions/s over %s\n",
+	fmt.Fprintf(&lines, "  per release: %.0f events, %.0f state transitions; per analysis round %.2f events (costliest hand-over %.2f); %.1f transitions/s over %s\n",
 		float64(events)/n, float64(transitions)/n, r.roundEvents, r.roundEventsMax, tps, r.span.Round(time.Second))
 	for _, name := range slices.Sorted(func(yield func(string) bool) {
 		for k := range r.usage {
@@ -603,42 +593,30 @@ func (r result) report(b *testing.B, s settings) {
 	}
 }
 
-// histogram counts small numbers (events between two rounds).
-type histogram struct {
-	mu     sync.Mutex
-	counts map[int]int
+// roundCosts adds up what analysis rounds cost: history events and rounds over every
+// hand-over, and the costliest hand-over's events a round.
+type roundCosts struct {
+	mu             sync.Mutex
+	events, rounds int
+	worst          float64
 }
 
-func (h *histogram) add(v int) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.counts == nil {
-		h.counts = map[int]int{}
+func (r *roundCosts) add(c roundtest.Cost) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.events, r.rounds = r.events+c.Events, r.rounds+c.Rounds
+	if c.Rounds > 0 {
+		r.worst = max(r.worst, float64(c.Events)/float64(c.Rounds))
 	}
-	h.counts[v]++
 }
 
-func (h *histogram) mean() float64 {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	sum, n := 0, 0
-	for v, c := range h.counts {
-		sum, n = sum+v*c, n+c
-	}
-	if n == 0 {
+func (r *roundCosts) mean() float64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.rounds == 0 {
 		return 0
 	}
-	return float64(sum) / float64(n)
-}
-
-func (h *histogram) max() int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	m := 0
-	for v := range h.counts {
-		m = max(m, v)
-	}
-	return m
+	return float64(r.events) / float64(r.rounds)
 }
 
 func isBad(i int) bool { return i%10 == 9 }
