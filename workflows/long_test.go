@@ -242,10 +242,11 @@ func (l *longRun) analyze(in activities.AnalyzeInput) ([]analysis.Measurement, e
 	return out, nil
 }
 
-// estimatedEvents bounds a run's history from what it did: each activity takes at
-// most 6 events with its workflow task, each local activity its marker, each round's
-// timer 5 with its workflow task, and the run's start, end, markers, search
-// attributes and decisions fewer than 200.
+// estimatedEvents bounds a run's history from what it did: each activity (a bake's
+// hand-over of rounds among them) takes at most 6 events with its workflow task, each
+// local activity its marker, each round 5 at most with its workflow task (its signal,
+// or before changeLocalIO's version 3 its timer), and the run's start, end, markers,
+// search attributes and decisions fewer than 200.
 func estimatedEvents(activities, local, rounds int) int { return 6*activities + local + 5*rounds + 200 }
 
 // run drives the release to its end and returns its result and the number of runs.
