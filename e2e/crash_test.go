@@ -1,8 +1,9 @@
 package e2e
 
 // The worker binary killed with kill -9 while a release works: mid-evaluation (the
-// retry resumes from the heartbeat and sends no scored row again) and while a traffic
-// change is in flight (retried within seconds, when the lost workflow task times out). Real dev server, real worker process,
+// retry resumes from the heartbeat and sends no scored row again), while a traffic
+// change is in flight (retried within seconds, when the lost workflow task times out)
+// and mid-bake (its rounds go on from another worker). Real dev server, real worker process,
 // real SQLite registry; the gateway's admin API, Prometheus and the model servers are
 // fakes the test watches.
 
@@ -217,6 +218,7 @@ staging:
 canary:
   steps:
     - {weight: 20, bake: 1s}
+    - {weight: 50, bake: 40s}
 analysis:
   interval: 500ms
   metrics:
@@ -269,9 +271,58 @@ approval:
 		time.Sleep(20 * time.Millisecond)
 	}
 
+	// 3. Mid-bake: the 50% step's rounds run on the worker's round clock. Once it has
+	// taken a few, kill -9; the bake goes on from the restarted worker when the
+	// hand-over's heartbeat timeout (2 × 500 ms + 30 s) has passed, from the round
+	// the release took last.
+	var st workflows.Status
+	for st.CandidateWeight != 50 || st.Rounds < 8 {
+		require.True(t, time.Now().Before(deadline), "the 50%% step never took its rounds (status %+v)", st)
+		time.Sleep(100 * time.Millisecond)
+		v, err := c.QueryWorkflow(ctx, run.GetID(), "", workflows.QueryStatus)
+		require.NoError(t, err)
+		require.NoError(t, v.Get(&st))
+	}
+	killedBake := w.kill9()
+	w.start()
+
 	var res workflows.Result
 	require.NoError(t, run.Get(ctx, &res))
 	require.Equal(t, workflows.OutcomePromoted, res.Outcome, res.Reason)
+
+	// In the history: the lost hand-over timed out, a new one went on from the last
+	// round taken, and its first round came within the timeout and a few seconds.
+	var lost, resumed bool
+	var firstAfter time.Time
+	hist := c.GetWorkflowHistory(ctx, run.GetID(), "", false, 0)
+	var lastIndex int
+	for hist.HasNext() {
+		ev, err := hist.Next()
+		require.NoError(t, err)
+		switch {
+		case ev.GetActivityTaskTimedOutEventAttributes() != nil:
+			lost = lost || ev.GetEventTime().AsTime().After(killedBake)
+		case ev.GetActivityTaskScheduledEventAttributes().GetActivityType().GetName() == "AnalyzeRounds" && lost && !resumed:
+			var in activities.RoundsInput
+			require.NoError(t, converter.GetDefaultDataConverter().FromPayloads(ev.GetActivityTaskScheduledEventAttributes().GetInput(), &in))
+			require.Equal(t, lastIndex, in.From, "handed over again from the last round taken")
+			resumed = true
+		case ev.GetWorkflowExecutionSignaledEventAttributes().GetSignalName() == activities.RoundSignal:
+			var rd activities.Round
+			require.NoError(t, converter.GetDefaultDataConverter().FromPayloads(ev.GetWorkflowExecutionSignaledEventAttributes().GetInput(), &rd))
+			if resumed && firstAfter.IsZero() {
+				firstAfter = ev.GetEventTime().AsTime()
+			}
+			if !lost {
+				lastIndex = rd.Index
+			}
+		}
+	}
+	require.True(t, lost, "the hand-over lost with the worker timed out")
+	require.True(t, resumed, "the bake's rounds were handed over again")
+	require.False(t, firstAfter.IsZero(), "rounds came again after the kill")
+	t.Logf("worker killed mid-bake after round %d: rounds again after %s", lastIndex, firstAfter.Sub(killedBake).Round(100*time.Millisecond))
+	require.Less(t, firstAfter.Sub(killedBake), 31*time.Second+10*time.Second)
 	for _, g := range res.Status.Gates {
 		require.Equal(t, "pass", string(g.Verdict), "%s: %s", g.Name, g.Message)
 	}
