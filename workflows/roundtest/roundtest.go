@@ -21,7 +21,7 @@ import (
 // Clock runs each hand-over's rounds on the workflow's clock, choosing them as the
 // real clock does (activities.NextRound), each taking Takes() to analyse, and sends
 // each but the last as a RoundSignal; the last is the activity's result. A cancelled
-// hand-over sends nothing more.
+// hand-over sends nothing more; one whose analysis fails ends with the error.
 type Clock struct {
 	Env     *testsuite.TestWorkflowEnvironment
 	Analyze func(in activities.AnalyzeInput) ([]analysis.Measurement, error)
@@ -146,11 +146,18 @@ func (f *Clock) handOver(id string, in activities.RoundsInput) {
 			round := in
 			round.Analyze.States = states
 			ms, err := f.Analyze(round.Analyze)
+			f.mu.Lock()
 			if err != nil {
-				panic(err)
+				// As the real clock does, the hand-over ends with the error: here at
+				// the time its last round was due, and nothing more is sent.
+				f.cancelled[id] = true
+				if f.final != nil && f.final.Driver == in.Driver {
+					f.finalErr = err
+				}
+				f.mu.Unlock()
+				return
 			}
 			states = activities.AdvanceStates(states, ms)
-			f.mu.Lock()
 			if f.final != nil && f.final.Driver == in.Driver {
 				f.final.Analyze.States = states
 			}
