@@ -22,15 +22,10 @@ import (
 // (one every AuditBatch rounds).
 func roundCosts(t *testing.T, file string) []int {
 	t.Helper()
-	f, err := os.Open(file)
-	require.NoError(t, err)
-	defer f.Close()
-	h, err := client.HistoryFromJSON(f, client.HistoryJSONOptions{})
-	require.NoError(t, err)
 	scheduled := map[int64]string{} // activity scheduled event ID -> type
 	var costs []int
 	last, audits := -1, 0
-	for i, ev := range h.GetEvents() {
+	for i, ev := range readHistory(t, file) {
 		round := false
 		switch ev.GetEventType() {
 		case enumspb.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
@@ -79,12 +74,18 @@ func localActivityType(t *testing.T, ev *historypb.HistoryEvent) string {
 // (roundtest.Costs).
 func handOverCosts(t *testing.T, file string) []roundtest.Cost {
 	t.Helper()
+	return roundtest.Costs(readHistory(t, file))
+}
+
+// readHistory reads a recorded history's events.
+func readHistory(t *testing.T, file string) []*historypb.HistoryEvent {
+	t.Helper()
 	f, err := os.Open(file)
 	require.NoError(t, err)
 	defer f.Close()
 	h, err := client.HistoryFromJSON(f, client.HistoryJSONOptions{})
 	require.NoError(t, err)
-	return roundtest.Costs(h.GetEvents())
+	return h.GetEvents()
 }
 
 // TestEventsPerAnalysisRound: on releases recorded on the dev server since

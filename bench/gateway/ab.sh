@@ -15,7 +15,7 @@ ROUNDS=${ROUNDS:-3}
 PORT_UPSTREAM=19001 PORT_NGINX=19080 PORT_A=19081 PORT_B=19082
 
 cd "$(dirname "$0")/../.."
-. bench/gateway/nginx.sh
+. bench/gateway/common.sh
 tmp=$(mktemp -d)
 pids=()
 cleanup() {
@@ -46,26 +46,14 @@ for port in $PORT_A $PORT_B; do
 done
 for _ in $(seq 50); do curl -fs -o /dev/null -X POST -d '{}' "http://127.0.0.1:$PORT_NGINX/models/bench/invocations" && break; sleep 0.1; done
 
-cat >"$tmp/post.lua" <<'LUA'
-wrk.method = "POST"
-wrk.body = '{"dataframe_split": {"columns": ["alcohol", "malic_acid", "ash"], "data": [[13.2, 1.78, 2.14]]}}'
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["X-User-ID"] = "user-42"
-LUA
+post_lua "$tmp/post.lua"
 
-ticks() { # PID: utime+stime of it and its children, in clock ticks
-	local t=0 pid
-	for pid in "$1" $(ps -o pid= --ppid "$1" 2>/dev/null || true); do
-		[ -r "/proc/$pid/stat" ] && t=$((t + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
-	done
-	echo "$t"
-}
 HZ=$(getconf CLK_TCK)
 bench() { # NAME PORT PID
 	local a b out n
-	a=$(ticks "$3")
+	a=$(cpu_ticks "$3")
 	out=$(wrk -t2 -c64 -d"$DURATION" -s "$tmp/post.lua" "http://127.0.0.1:$2/models/bench/invocations")
-	b=$(ticks "$3")
+	b=$(cpu_ticks "$3")
 	if grep -q 'Non-2xx' <<<"$out"; then echo "$1: non-2xx answers:" >&2; echo "$out" >&2; exit 1; fi
 	n=$(awk '/requests in/ {print $1}' <<<"$out")
 	printf '%s %s %s\n' "$1" "$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")" \

@@ -22,7 +22,7 @@ RATE_DURATION=${RATE_DURATION:-10s}
 PORT_UPSTREAM=19001 PORT_SLOW=19002 PORT_NGINX=19080 PORT_GATEWAY=19081
 
 cd "$(dirname "$0")/../.."
-. bench/gateway/nginx.sh
+. bench/gateway/common.sh
 for tool in nginx wrk go curl; do
 	command -v "$tool" >/dev/null || { echo "bench-gateway needs $tool (Debian: apt-get install -y nginx wrk)" >&2; exit 1; }
 done
@@ -48,7 +48,7 @@ wait_up() { # url
 "$tmp/upstream" -listen 127.0.0.1:$PORT_UPSTREAM & pids+=($!)
 "$tmp/upstream" -listen 127.0.0.1:$PORT_SLOW -delay 200ms & pids+=($!)
 
-# nginx as teams run it in front of model servers (bench/gateway/nginx.sh).
+# nginx as teams run it in front of model servers (bench/gateway/common.sh).
 nginx_conf "$tmp/nginx" $PORT_UPSTREAM $PORT_NGINX
 nginx -p "$tmp/nginx" -c "$tmp/nginx/nginx.conf" & pids+=($!)
 nginx_pid=$!
@@ -68,28 +68,14 @@ route() { # candidate-url weight shadow
 for _ in $(seq 50); do curl -fs -o /dev/null "http://127.0.0.1:$PORT_GATEWAY/readyz" && break; sleep 0.1; done
 route "http://127.0.0.1:$PORT_UPSTREAM" 50 0
 
-cat >"$tmp/post.lua" <<'LUA'
-wrk.method = "POST"
-wrk.body = '{"dataframe_split": {"columns": ["alcohol", "malic_acid", "ash"], "data": [[13.2, 1.78, 2.14]]}}'
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["X-User-ID"] = "user-42"
-LUA
+post_lua "$tmp/post.lua"
 
 direct=http://127.0.0.1:$PORT_UPSTREAM/invocations
 viaNginx=http://127.0.0.1:$PORT_NGINX/models/bench/invocations
 viaGateway=http://127.0.0.1:$PORT_GATEWAY/models/bench/invocations
 wait_up "$direct"; wait_up "$viaNginx"; wait_up "$viaGateway"
 
-# cpu_ticks PID...: utime+stime of the processes and their children's (nginx's
-# workers), in clock ticks.
-cpu_ticks() {
-	local pid all=() t=0
-	for pid in "$@"; do all+=("$pid"); all+=($(ps -o pid= --ppid "$pid" 2>/dev/null || true)); done
-	for pid in "${all[@]}"; do
-		[ -r "/proc/$pid/stat" ] && t=$((t + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
-	done
-	echo "$t"
-}
+# CPU from cpu_ticks (common.sh): nginx's workers count as its children.
 HZ=$(getconf CLK_TCK)
 
 # bench NAME URL [PID]: one wrk run; prints "NAME rps p50_ms p99_ms cpu_us_per_request"
